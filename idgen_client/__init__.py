@@ -1,0 +1,38 @@
+"""idgen's client library and shared core.
+
+- ``LocalGenerator``: IDs as an in-process call, fed by whole segments.
+- ``RemoteClient``: ``NextId``/``NextSegment`` over gRPC with failover.
+- ``DoubleBuffer`` and ``Segment``: the core the server shares.
+- The errors, the same on both sides of the wire.
+"""
+from __future__ import annotations
+
+from idgen_client.buffer import DoubleBuffer
+from idgen_client.errors import (
+    BizTypeConflict,
+    IdGenError,
+    IdSpaceExhausted,
+    InvalidRequest,
+    ServiceUnavailable,
+    StorageUnavailable,
+    UnknownBizType,
+)
+from idgen_client.local import LocalGenerator
+from idgen_client.remote import RemoteClient
+from idgen_client.segment import INT64_MAX, Segment, validate_biz_type
+
+__all__ = [
+    "INT64_MAX",
+    "BizTypeConflict",
+    "DoubleBuffer",
+    "IdGenError",
+    "IdSpaceExhausted",
+    "InvalidRequest",
+    "LocalGenerator",
+    "RemoteClient",
+    "Segment",
+    "ServiceUnavailable",
+    "StorageUnavailable",
+    "UnknownBizType",
+    "validate_biz_type",
+]

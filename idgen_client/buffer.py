@@ -1,0 +1,277 @@
+"""The double buffer: IDs from memory, the next segment fetched in the background.
+
+Shared by the server (one buffer per biz type, fetching from the databases) and
+the local generator (fetching with the ``NextSegment`` RPC); it knows neither:
+it is given a ``fetch(floor) -> Segment`` callable that must return a segment
+whose IDs are all above ``floor``.
+
+How it stays cheap. The current segment is split in two plain ``range``
+iterators: the first ``preload_at`` share of it, then the rest. The hot path is
+``next()`` on the current iterator, which is a single C call under the GIL, so
+no lock is taken per ID. Only when an iterator runs dry does a caller enter the
+locked slow path, which either moves on to the rest of the segment (and starts
+the background fetch of the next one: that is the preload threshold, crossed
+without counting anything per call) or installs the preloaded segment. A caller
+waits on I/O only when both segments are used up.
+
+Why IDs always increase. Each fetch passes the end of the segment in use as the
+floor, so every segment lies above the one before it, and an iterator is only
+ever replaced once it is exhausted. So the IDs one buffer hands out increase
+across segments too, not just within one; in multi-DB mode that is what moves a
+lagging database forward.
+
+Thread-safety relies on the GIL making ``next()`` on a range iterator atomic;
+on a free-threaded build the hot path would need a lock.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from idgen_client.errors import (
+    IdGenError,
+    IdSpaceExhausted,
+    InvalidRequest,
+    ServiceUnavailable,
+    UnknownBizType,
+)
+from idgen_client.segment import Segment
+
+__all__ = ["DEFAULT_PRELOAD_AT", "DoubleBuffer", "FetchSegment"]
+
+log = logging.getLogger(__name__)
+
+FetchSegment = Callable[[int], Segment]
+"""``fetch(floor)``: allocate a new segment whose IDs are all above ``floor``."""
+
+DEFAULT_PRELOAD_AT = 0.2
+"""Fetch the next segment once 20% of the current one is used (Tinyid's figure):
+the remaining 80% is the time the fetch has before a caller would wait."""
+
+# Errors that retrying cannot fix: the loader stops and hands them to callers.
+_PERMANENT = (UnknownBizType, IdSpaceExhausted, InvalidRequest)
+
+
+def _clone(error: IdGenError) -> IdGenError:
+    """A fresh exception to raise in one caller's thread (tracebacks are per raise)."""
+    return type(error)(*error.args)
+
+
+class DoubleBuffer:
+    """Hands out unique, increasing IDs from segments, preloading the next one.
+
+    Thread-safe. ``next_id()`` takes no lock unless the current iterator runs
+    dry; it blocks only when nothing is buffered, and then for at most
+    ``wait_timeout`` seconds. Errors are ``IdGenError`` subclasses: transient
+    fetch failures surface as ``ServiceUnavailable`` only once the buffered IDs
+    are gone, and the background loader keeps retrying (with backoff) until a
+    fetch succeeds, so the buffer recovers by itself.
+
+    Use it as a context manager or call ``close()``: that stops the loader.
+    """
+
+    def __init__(
+        self,
+        fetch: FetchSegment,
+        *,
+        name: str = "idgen",
+        preload_at: float = DEFAULT_PRELOAD_AT,
+        floor: int = 0,
+        wait_timeout: float = 30.0,
+        retry_backoff: tuple[float, float] = (0.05, 2.0),
+    ) -> None:
+        if not 0.0 <= preload_at < 1.0:
+            raise InvalidRequest(f"preload_at must be in [0, 1), got {preload_at}")
+        if floor < 0:
+            raise InvalidRequest(f"floor must be at least 0, got {floor}")
+        if wait_timeout <= 0:
+            raise InvalidRequest(f"wait_timeout must be positive, got {wait_timeout}")
+        self._fetch = fetch
+        self._name = name
+        self._preload_at = preload_at
+        self._wait_timeout = wait_timeout
+        self._backoff_min, self._backoff_max = retry_backoff
+        self._cond = threading.Condition(threading.Lock())
+        self._stop = threading.Event()
+        # Guarded by _cond, except _ids, which the hot path reads without it.
+        self._ids: Iterator[int] = iter(())
+        self._rest: range | None = None  # the part of the current segment after the threshold
+        self._current: Segment | None = None
+        self._next: Segment | None = None
+        self._floor = floor
+        self._loader: threading.Thread | None = None
+        self._error: IdGenError | None = None  # the loader's last failed attempt
+        self._exhausted = False
+        self._closed = False
+        self.fetches = 0
+        """Segments fetched so far."""
+        self.waits = 0
+        """Times a caller found both segments used up and had to wait for a fetch."""
+
+    # -- hot path -------------------------------------------------------------
+
+    def next_id(self) -> int:
+        """The next ID: unique, and greater than every ID this buffer gave before."""
+        ids = self._ids
+        try:
+            return next(ids)
+        except StopIteration:
+            return self._advance(ids)
+
+    def next_ids(self, count: int) -> list[int]:
+        """``count`` IDs in increasing order (they may span segments)."""
+        if count < 1:
+            raise InvalidRequest(f"count must be at least 1, got {count}")
+        result: list[int] = []
+        while True:
+            ids = self._ids
+            # list(islice(...)) over a range iterator runs in C: atomic under the GIL.
+            result += itertools.islice(ids, count - len(result))
+            if len(result) == count:
+                return result
+            result.append(self._advance(ids))
+            if len(result) == count:
+                return result
+
+    # -- slow path ------------------------------------------------------------
+
+    def _advance(self, exhausted: Iterator[int]) -> int:
+        """Move past the exhausted iterator and return one ID; waits if need be."""
+        deadline: float | None = None
+        with self._cond:
+            while True:
+                if self._ids is not exhausted:  # another thread moved on already
+                    ids = self._ids
+                    try:
+                        return next(ids)
+                    except StopIteration:
+                        exhausted = ids
+                        continue
+                if self._closed:
+                    raise ServiceUnavailable(f"the ID generator for {self._name!r} is closed")
+                if self._rest is not None:  # threshold crossed: serve the rest, preload
+                    self._ids, self._rest = iter(self._rest), None
+                    self._start_loader()
+                    continue
+                if self._next is not None:
+                    self._install(self._next)
+                    continue
+                # Both segments are used up: wait for the loader.
+                if self._error is not None:
+                    error = self._error
+                    if self._loader is None and not self._exhausted:
+                        self._error = None  # a permanent error is reported once; the next call retries
+                    raise _clone(error)
+                if deadline is None:
+                    self.waits += 1
+                    deadline = time.monotonic() + self._wait_timeout
+                self._start_loader()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._cond.wait(remaining):
+                    raise ServiceUnavailable(
+                        f"no segment for {self._name!r} arrived within {self._wait_timeout:g}s; "
+                        "the ID service or its database is slow or unreachable: retry later"
+                    )
+
+    def _install(self, segment: Segment) -> None:
+        """Make ``segment`` current. Caller holds the lock."""
+        self._next = None
+        self._current = segment
+        self._floor = segment.end
+        ids = segment.ids()
+        cut = int(len(ids) * self._preload_at)
+        if cut == 0:
+            self._ids, self._rest = iter(ids), None
+            self._start_loader()
+        else:
+            self._ids, self._rest = iter(ids[:cut]), ids[cut:]
+
+    def prefetch(self) -> None:
+        """Start fetching a segment now if none is buffered (it does not wait)."""
+        with self._cond:
+            if self._next is None and not self._closed:
+                self._start_loader()
+
+    def _start_loader(self) -> None:
+        """Start the background fetch unless one runs. Caller holds the lock."""
+        if self._loader is not None or self._next is not None or self._exhausted or self._closed:
+            return
+        self._error = None
+        self._loader = threading.Thread(
+            target=self._load, name=f"idgen-preload-{self._name}", daemon=True
+        )
+        self._loader.start()
+
+    def _load(self) -> None:
+        """Fetch one segment, retrying transient failures with backoff until closed."""
+        backoff = self._backoff_min
+        while True:
+            with self._cond:
+                floor = self._floor
+            error: IdGenError | None = None
+            try:
+                segment = self._fetch(floor)
+                if segment.start <= floor:
+                    raise ServiceUnavailable(
+                        f"the segment source returned IDs from {segment.start}, not above {floor}"
+                    )
+            except IdGenError as exc:
+                error = exc
+            except Exception as exc:  # a bug or an unforeseen driver error: keep serving
+                log.exception("fetching a segment for %r failed", self._name)
+                error = ServiceUnavailable(
+                    f"fetching a segment for {self._name!r} failed ({type(exc).__name__}): retry later"
+                )
+            with self._cond:
+                if error is None:
+                    self.fetches += 1
+                    self._error = None
+                    if not self._closed:
+                        self._next = segment
+                    self._loader = None
+                    self._cond.notify_all()
+                    return
+                log.warning("fetching a segment for %r failed: %s", self._name, error)
+                self._error = error
+                if isinstance(error, IdSpaceExhausted):
+                    self._exhausted = True
+                if isinstance(error, _PERMANENT) or self._closed:
+                    self._loader = None
+                    self._cond.notify_all()
+                    return
+                self._cond.notify_all()
+            if self._stop.wait(backoff):
+                with self._cond:
+                    self._loader = None
+                    self._cond.notify_all()
+                return
+            backoff = min(backoff * 2, self._backoff_max)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def floor(self) -> int:
+        """Every ID this buffer hands out from now on is above this value."""
+        with self._cond:
+            return self._floor
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the background loader; later calls raise ``ServiceUnavailable``."""
+        with self._cond:
+            self._closed = True
+            self._ids, self._rest = iter(()), None
+            loader = self._loader
+            self._cond.notify_all()
+        self._stop.set()
+        if loader is not None and loader is not threading.current_thread():
+            loader.join(timeout)
+
+    def __enter__(self) -> DoubleBuffer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+

@@ -1,0 +1,47 @@
+"""The errors idgen raises, on the server and in the client alike.
+
+Each error is mapped to one gRPC status code (``idgen_client._status``); the
+client turns a status back into the same exception, so code that catches
+``UnknownBizType`` works whether the ID came from a local generator or a remote
+call. Messages say what happened and what to do about it; they never carry SQL
+or stack traces.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "IdGenError",
+    "InvalidRequest",
+    "UnknownBizType",
+    "BizTypeConflict",
+    "ServiceUnavailable",
+    "StorageUnavailable",
+    "IdSpaceExhausted",
+]
+
+
+class IdGenError(Exception):
+    """Base class of every error idgen raises on purpose."""
+
+
+class InvalidRequest(IdGenError, ValueError):
+    """The request itself is wrong (a malformed biz type, a count out of range)."""
+
+
+class UnknownBizType(IdGenError, LookupError):
+    """The biz type is not registered in any reachable database."""
+
+
+class BizTypeConflict(IdGenError):
+    """A biz type is already registered with different settings."""
+
+
+class ServiceUnavailable(IdGenError):
+    """No ID can be had right now: retry later; IDs already received stay valid."""
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """No database could be reached and nothing was buffered."""
+
+
+class IdSpaceExhausted(IdGenError):
+    """The biz type has used up the int64 range: no ID above 2^63-1 is ever made."""

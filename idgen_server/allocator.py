@@ -1,0 +1,205 @@
+"""Allocation across several databases, with failover.
+
+n databases serve a biz type; database k hands out only IDs ``≡ k (mod n)``,
+so they can never collide, and any one of them alive keeps the service alive.
+The allocator takes each segment from the next healthy database in turn. A
+database that fails is benched for a cooldown that doubles with each failure
+(0.5 s up to 5 s) and is then tried again, so one that comes back is used again
+without a restart. When every database is benched they are all tried anyway:
+benching only orders the attempts, it never refuses to try.
+
+Floors. ``allocate(biz, floor)`` returns a segment above ``floor``; a database
+whose ``max_id`` lags behind is moved past it. The server's double buffer passes
+the end of its current segment, so a server's IDs increase even though the
+databases' ``max_id``s drift apart. A floor may not exceed what has been
+allocated for the biz type (checked against the databases when in doubt), so a
+client cannot burn the ID space by asking for a huge one.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from idgen_client.errors import (
+    IdGenError,
+    IdSpaceExhausted,
+    InvalidRequest,
+    StorageUnavailable,
+    UnknownBizType,
+)
+from idgen_client.segment import Segment
+from idgen_server.store import SegmentStore
+
+__all__ = ["Allocator", "unknown_biz_type"]
+
+log = logging.getLogger(__name__)
+
+
+def unknown_biz_type(biz_type: str) -> UnknownBizType:
+    """The error for a biz type that no database knows."""
+    return UnknownBizType(
+        f"biz type {biz_type!r} is not registered: add it with "
+        f"`idgen add-biz {biz_type} --db URL` (once per database of this server)"
+    )
+
+
+class Allocator:
+    """Segments for any biz type, from the first database that can give one.
+
+    Thread-safe. Raises ``UnknownBizType`` when every database answered that
+    it does not know the biz type, ``IdSpaceExhausted`` when every database
+    that knows it has used up its int64 range, and ``StorageUnavailable`` when
+    none of them could answer.
+    """
+
+    def __init__(
+        self,
+        stores: Sequence[SegmentStore],
+        *,
+        cooldown: tuple[float, float] = (0.5, 5.0),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not stores:
+            raise InvalidRequest("at least one database is needed")
+        self.stores = tuple(stores)
+        self._cooldown_min, self._cooldown_max = cooldown
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._benched_until = [0.0] * len(self.stores)
+        self._failures = [0] * len(self.stores)
+        self._high: dict[str, int] = {}  # highest segment end seen per biz type
+        self._turn = itertools.count()
+
+    def _order(self) -> list[int]:
+        """Healthy databases first, round robin; then benched ones, soonest back first."""
+        n = len(self.stores)
+        first = next(self._turn) % n
+        now = self._clock()
+        rotated = [(first + i) % n for i in range(n)]
+        with self._lock:
+            healthy = [i for i in rotated if self._benched_until[i] <= now]
+            benched = sorted((i for i in rotated if self._benched_until[i] > now),
+                             key=self._benched_until.__getitem__)
+        return healthy + benched
+
+    def _record(self, index: int, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                if self._failures[index]:
+                    log.info("database %s is back", self.stores[index].name)
+                self._failures[index] = 0
+                self._benched_until[index] = 0.0
+            else:
+                self._failures[index] += 1
+                pause = min(self._cooldown_max,
+                            self._cooldown_min * 2 ** (self._failures[index] - 1))
+                self._benched_until[index] = self._clock() + pause
+
+    def healthy(self) -> list[bool]:
+        """Per database, whether it is currently not benched."""
+        now = self._clock()
+        with self._lock:
+            return [until <= now for until in self._benched_until]
+
+    def allocate(self, biz_type: str, floor: int = 0) -> Segment:
+        """A new segment of ``biz_type`` whose IDs are all above ``floor``."""
+        if floor < 0:
+            raise InvalidRequest(f"floor must be at least 0, got {floor}")
+        if floor > self._high.get(biz_type, 0):
+            self._check_floor(biz_type, floor)
+        errors: list[IdGenError] = []
+        for index in self._order():
+            store = self.stores[index]
+            try:
+                segment = store.allocate(biz_type, floor)
+            except StorageUnavailable as exc:
+                self._record(index, ok=False)
+                errors.append(exc)
+                continue
+            except (UnknownBizType, IdSpaceExhausted) as exc:
+                self._record(index, ok=True)
+                errors.append(exc)
+                continue
+            self._record(index, ok=True)
+            with self._lock:
+                if segment.end > self._high.get(biz_type, 0):
+                    self._high[biz_type] = segment.end
+            return segment
+        raise self._summarize(biz_type, errors)
+
+    def _summarize(self, biz_type: str, errors: list[IdGenError]) -> IdGenError:
+        unavailable = [e for e in errors if isinstance(e, StorageUnavailable)]
+        exhausted = [e for e in errors if isinstance(e, IdSpaceExhausted)]
+        if unavailable:
+            n = len(self.stores)
+            if len(unavailable) == 1 and n == 1:
+                return unavailable[0]
+            return StorageUnavailable(
+                f"none of the {n} databases could allocate for {biz_type!r} "
+                f"({len(unavailable)} unreachable): retry later; {unavailable[0]}"
+            )
+        if exhausted:
+            return IdSpaceExhausted(
+                f"biz type {biz_type!r} has used up the int64 range in every database: "
+                "no further IDs can be issued; register a new biz type"
+            )
+        return unknown_biz_type(biz_type)
+
+    def _check_floor(self, biz_type: str, floor: int) -> None:
+        """Refuse a floor above every ID allocated for the biz type."""
+        high, unreachable, known = 0, 0, False
+        for store in self.stores:
+            try:
+                row = store.read(biz_type)
+            except StorageUnavailable:
+                unreachable += 1
+                continue
+            if row is not None:
+                known = True
+                high = max(high, row.max_id)
+        with self._lock:
+            self._high[biz_type] = max(high, self._high.get(biz_type, 0))
+        if floor <= high:
+            return
+        if unreachable:
+            raise StorageUnavailable(
+                f"cannot check floor {floor} for {biz_type!r}: {unreachable} database(s) unreachable"
+            )
+        if not known:
+            raise self._summarize(biz_type, [])
+        raise InvalidRequest(
+            f"floor {floor} is above every ID allocated for {biz_type!r} (at most {high}): "
+            "a floor must be an ID this service handed out"
+        )
+
+    def exists(self, biz_type: str) -> bool:
+        """Whether any database has the biz type (``StorageUnavailable`` if none answers)."""
+        answered = False
+        for index in self._order():
+            try:
+                row = self.stores[index].read(biz_type)
+            except StorageUnavailable:
+                self._record(index, ok=False)
+                continue
+            self._record(index, ok=True)
+            answered = True
+            if row is not None:
+                return True
+        if not answered:
+            raise StorageUnavailable(
+                f"no database answered whether {biz_type!r} exists: retry later"
+            )
+        return False
+
+    @property
+    def conflicts(self) -> int:
+        """Optimistic-lock retries across all databases."""
+        return sum(s.conflicts for s in self.stores)
+
+    def close(self) -> None:
+        """Close every database's connection pool."""
+        for store in self.stores:
+            store.close()

@@ -1,0 +1,160 @@
+"""The ``idgen`` command: serve, init-db, add-biz, next.
+
+Exit status: 0 on success, 1 when the operation failed (a database or server
+unreachable, a conflict), 2 for bad usage. Errors go to stderr as one line a
+person can act on.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from idgen_client.errors import IdGenError, InvalidRequest
+from idgen_client.remote import DEFAULT_TARGET, RemoteClient
+from idgen_client.segment import validate_biz_type
+from idgen_server.config import DEFAULT_STEP, MAX_COUNT, ServerConfig
+from idgen_server.store import MAX_STEP, SegmentStore
+
+__all__ = ["main"]
+
+
+def _biz_type(value: str) -> str:
+    try:
+        return validate_biz_type(value)
+    except InvalidRequest as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bounded_int(low: int, high: int) -> type[int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {number}")
+        return number
+
+    return parse  # type: ignore[return-value]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="idgen", description="Distributed ID generator: segments from SQL, served over gRPC.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gRPC server",
+                           description="Run the gRPC server. Without --db it uses ./idgen.db "
+                           "(SQLite), creating its schema and a biz type named 'default'.")
+    serve.add_argument("--db", action="append", metavar="URL",
+                       help="a database (SQLAlchemy URL); repeat for several: DB k of n serves "
+                       "IDs = k (mod n). Env IDGEN_DB (comma-separated). Default sqlite:///idgen.db")
+    serve.add_argument("--listen", metavar="HOST:PORT",
+                       help=f"address to serve on (env IDGEN_LISTEN; default {DEFAULT_TARGET})")
+    serve.add_argument("--workers", type=_bounded_int(1, 1024), help="RPC threads (default 32)")
+    serve.add_argument("--metrics-port", type=_bounded_int(0, 65535), metavar="PORT",
+                       help="serve Prometheus metrics on this port")
+    serve.add_argument("--preload-at", type=float, metavar="FRACTION",
+                       help="fetch the next segment once this share of the current one is used "
+                       "(default 0.2)")
+
+    init = sub.add_parser("init-db", help="create the schema (harmless to repeat)")
+    init.add_argument("--db", action="append", metavar="URL", required=True)
+
+    add = sub.add_parser("add-biz", help="register a biz type in every given database",
+                         description="Register a biz type. With n databases, DB k (in the order "
+                         "given) gets delta=n, remainder=k, so the databases never hand out the "
+                         "same ID. Repeating the same command is harmless.")
+    add.add_argument("name", type=_biz_type)
+    add.add_argument("--step", type=_bounded_int(1, MAX_STEP), default=DEFAULT_STEP,
+                     help=f"numbers claimed per allocation (default {DEFAULT_STEP})")
+    add.add_argument("--db", action="append", metavar="URL", required=True)
+
+    nxt = sub.add_parser("next", help="ask a server for IDs and print them, one per line")
+    nxt.add_argument("name", type=_biz_type)
+    nxt.add_argument("--count", type=_bounded_int(1, MAX_COUNT), default=1)
+    nxt.add_argument("--target", metavar="HOST:PORT[,HOST:PORT...]",
+                     default=os.environ.get("IDGEN_TARGET", DEFAULT_TARGET),
+                     help=f"server(s) to ask (env IDGEN_TARGET; default {DEFAULT_TARGET})")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from idgen_server.server import IdGenServer
+
+    config = ServerConfig.from_sources(
+        db=args.db, listen=args.listen, env=os.environ, workers=args.workers,
+        metrics_port=args.metrics_port, preload_at=args.preload_at)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with IdGenServer(config) as server:
+        print(f"idgen: serving on {server.address} "
+              f"({len(config.db_urls)} database(s)); Ctrl-C to stop", flush=True)
+        while not stop.wait(3600):
+            pass
+        print("idgen: stopping", flush=True)
+    return 0
+
+
+def _init_db(args: argparse.Namespace) -> int:
+    for url in args.db:
+        store = SegmentStore(url)
+        try:
+            store.create_schema()
+        finally:
+            store.close()
+        print(f"schema ready in {store.name}")
+    return 0
+
+
+def _add_biz(args: argparse.Namespace) -> int:
+    if len(set(args.db)) != len(args.db):
+        raise InvalidRequest("the same database is given twice")
+    stores = [SegmentStore(url) for url in args.db]
+    try:
+        for k, store in enumerate(stores):
+            created = store.register(args.name, step=args.step, delta=len(stores), remainder=k)
+            state = "registered" if created else "already registered"
+            print(f"{args.name}: {state} in {store.name} "
+                  f"(step {args.step}, delta {len(stores)}, remainder {k})")
+    finally:
+        for store in stores:
+            store.close()
+    return 0
+
+
+def _next(args: argparse.Namespace) -> int:
+    with RemoteClient(args.target) as client:
+        ids = client.next_ids(args.name, args.count)
+    sys.stdout.write("".join(f"{i}\n" for i in ids))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``idgen`` command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = {"serve": _serve, "init-db": _init_db, "add-biz": _add_biz, "next": _next}
+    try:
+        return handlers[args.command](args)
+    except InvalidRequest as exc:
+        print(f"idgen: error: {exc}", file=sys.stderr)
+        return 2
+    except IdGenError as exc:
+        print(f"idgen: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
