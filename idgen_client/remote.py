@@ -26,15 +26,19 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
-def parse_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
-    """``"a:1,b:2"`` or ``["a:1", "b:2"]`` -> ``("a:1", "b:2")``; raises ``InvalidRequest``."""
+def parse_targets(targets: str | Sequence[str], *, allow_port_0: bool = False) -> tuple[str, ...]:
+    """``"a:1,b:2"`` or ``["a:1", "b:2"]`` -> ``("a:1", "b:2")``; raises ``InvalidRequest``.
+
+    ``allow_port_0`` is for listen addresses, where 0 asks for any free port.
+    """
     items = targets.split(",") if isinstance(targets, str) else list(targets)
     parsed = tuple(t.strip() for t in items if t.strip())
     if not parsed:
         raise InvalidRequest("no server address given: pass HOST:PORT, e.g. 127.0.0.1:50051")
     for target in parsed:
         host, sep, port = target.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        lowest = 0 if allow_port_0 else 1
+        if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
             raise InvalidRequest(f"server address {target!r} is not HOST:PORT")
     return parsed
 

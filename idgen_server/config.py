@@ -40,7 +40,8 @@ class ServerConfig:
             raise InvalidRequest("give at least one database URL, e.g. sqlite:///idgen.db")
         if len(set(self.db_urls)) != len(self.db_urls):
             raise InvalidRequest("the same database URL is given twice")
-        parse_targets(self.listen)
+        if len(parse_targets(self.listen, allow_port_0=True)) != 1:
+            raise InvalidRequest(f"listen on one HOST:PORT, not {self.listen!r}")
         if not 1 <= self.workers <= 1024:
             raise InvalidRequest(f"workers must be in 1..1024, got {self.workers}")
         if not 0 <= self.preload_at < 1:

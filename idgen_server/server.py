@@ -64,8 +64,10 @@ class IdGenServer:
             self.allocator.close()
             raise
         self.service = IdGenService(self.allocator, preload_at=config.preload_at)
+        self._executor = ThreadPoolExecutor(max_workers=config.workers,
+                                            thread_name_prefix="idgen-rpc")
         self._grpc = grpc.server(
-            ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="idgen-rpc"),
+            self._executor,
             options=[("grpc.so_reuseport", 0)],
         )
         idgen_pb2_grpc.add_IdGeneratorServicer_to_server(self.service, self._grpc)
@@ -116,6 +118,7 @@ class IdGenServer:
     def stop(self) -> None:
         """Drain calls for ``config.grace`` seconds, then release everything."""
         self._grpc.stop(self.config.grace).wait()
+        self._executor.shutdown(wait=True)
         self.service.close()
         if self._metrics_server is not None:
             server, thread = self._metrics_server  # type: ignore[misc]

@@ -58,10 +58,12 @@ class BizRow:
 
 
 def normalize_url(url: str) -> str:
-    """Accept the common spellings: ``mysql://`` and ``mariadb://`` use pymysql."""
+    """Accept the common spellings: ``mysql://`` and ``mariadb://`` use pymysql,
+    ``postgres://`` and ``postgresql://`` use psycopg 3 (``pip install idgen[postgres]``)."""
     url = url.strip()
     for prefix, driver in (("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql://"),
-                           ("postgres://", "postgresql://")):
+                           ("postgres://", "postgresql+psycopg://"),
+                           ("postgresql://", "postgresql+psycopg://")):
         if url.startswith(prefix):
             return driver + url[len(prefix):]
     return url

@@ -1,0 +1,100 @@
+"""Fixtures: real databases (fail, never skip, under CI=true), servers, thread hygiene."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.databases import MariaDB, PostgreSQL
+from tests.support.servers import ServerProcess
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unreachable(what: str, exc: BaseException) -> None:
+    message = f"{what} is unreachable ({exc}); start it (see .ci/run)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDB]:
+    try:
+        server = MariaDB()
+    except Exception as exc:  # pymysql raises several types for a dead server
+        _unreachable("MariaDB on 127.0.0.1:3306", exc)
+    yield server
+    server.drop_all()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgreSQL]:
+    try:
+        server = PostgreSQL()
+    except Exception as exc:
+        _unreachable("PostgreSQL on 127.0.0.1:5432", exc)
+    yield server
+    server.drop_all()
+
+
+@pytest.fixture
+def mariadb_url(mariadb_server: MariaDB) -> str:
+    """A fresh, empty MariaDB database for this test."""
+    return mariadb_server.create()
+
+
+@pytest.fixture
+def make_mariadb(mariadb_server: MariaDB) -> Callable[[], str]:
+    """Makes fresh MariaDB databases (for multi-DB tests)."""
+    return mariadb_server.create
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    return f"sqlite:///{tmp_path}/idgen.db"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb),
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
+    """A fresh database of each kind idgen supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/idgen.db"
+    if request.param == "mariadb":
+        return request.getfixturevalue("mariadb_server").create()
+    return request.getfixturevalue("postgres_server").create()
+
+
+@pytest.fixture
+def start_server(tmp_path: os.PathLike[str]) -> Iterator[Callable[..., ServerProcess]]:
+    """Starts real ``idgen serve`` processes; stops them after the test."""
+    started: list[ServerProcess] = []
+
+    def start(db_urls: list[str], **kwargs: object) -> ServerProcess:
+        kwargs.setdefault("cwd", str(tmp_path))
+        server = ServerProcess(db_urls, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_idgen_thread_outlives_its_test() -> Iterator[None]:
+    """Every background thread idgen starts is stopped by its owner's close()."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        leaked = [t for t in threading.enumerate()
+                  if t not in before and t.name.startswith("idgen-") and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not leaked, f"threads outlived the test: {[t.name for t in leaked]}"

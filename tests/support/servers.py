@@ -1,0 +1,80 @@
+"""Real ``idgen serve`` processes on free ports, for tests and the fault harness."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+_READY = re.compile(r"idgen: serving on (\S+)")
+
+
+class ServerProcess:
+    """One ``idgen serve`` subprocess. ``kill()`` is ``kill -9``; ``start()`` restarts it."""
+
+    def __init__(self, db_urls: Sequence[str], *, listen: str = "127.0.0.1:0",
+                 extra_args: Sequence[str] = (), cwd: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.db_urls = list(db_urls)
+        self.listen = listen
+        self.extra_args = list(extra_args)
+        self.cwd = cwd
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.address = ""
+        self.output: list[str] = []
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        args = [sys.executable, "-m", "idgen_server.cli", "serve", "--listen", self.listen]
+        for url in self.db_urls:
+            args += ["--db", url]
+        self.proc = subprocess.Popen(args + self.extra_args, cwd=self.cwd, env=self.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"idgen serve exited early:\n{''.join(self.output)}")
+            self.output.append(line)
+            match = _READY.search(line)
+            if match:
+                self.address = match.group(1)
+                # Keep reading the output so the pipe never fills up.
+                import threading
+
+                threading.Thread(target=self._drain, name="server-output", daemon=True).start()
+                if self.listen.endswith(":0"):
+                    self.listen = self.address  # a restart reuses the port clients know
+                return self
+        raise RuntimeError(f"idgen serve did not become ready:\n{''.join(self.output)}")
+
+    def _drain(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        for line in proc.stdout:
+            self.output.append(line)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            self.terminate(10)
+        except subprocess.TimeoutExpired:
+            self.kill()

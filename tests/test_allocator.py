@@ -1,0 +1,116 @@
+"""Allocation from real databases: SQLite, MariaDB and PostgreSQL."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from idgen_client import (
+    INT64_MAX,
+    BizTypeConflict,
+    IdSpaceExhausted,
+    InvalidRequest,
+    StorageUnavailable,
+    UnknownBizType,
+)
+from idgen_server.allocator import Allocator
+from idgen_server.store import SegmentStore
+
+
+@pytest.fixture
+def store(db_url):
+    store = SegmentStore(db_url)
+    store.create_schema()
+    yield store
+    store.close()
+
+
+def test_schema_creation_is_harmless_to_repeat(store):
+    store.create_schema()
+    assert store.has_schema()
+
+
+def test_segments_are_consecutive_claims_of_step(store):
+    store.register("order", step=100)
+    first, second = store.allocate("order"), store.allocate("order")
+    assert (first.start, first.end) == (1, 100)
+    assert (second.start, second.end) == (101, 200)
+
+
+def test_registering_again_alike_is_harmless_and_differently_is_a_conflict(store):
+    assert store.register("order", step=100, delta=2, remainder=1) is True
+    assert store.register("order", step=100, delta=2, remainder=1) is False
+    with pytest.raises(BizTypeConflict, match="step is 100, not 50"):
+        store.register("order", step=50, delta=2, remainder=1)
+
+
+def test_unknown_biz_type_is_named_with_the_fix(store):
+    with pytest.raises(UnknownBizType, match="idgen add-biz nope"):
+        store.allocate("nope")
+
+
+def test_floor_moves_a_lagging_row_forward(store):
+    store.register("order", step=10)
+    segment = store.allocate("order", floor=1000)
+    assert (segment.start, segment.end) == (1001, 1010)
+    assert store.read("order").max_id == 1010
+
+
+def test_top_of_int64_ends_in_exhaustion_not_a_wrap(store):
+    store.register("order", step=1000)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE idgen_segment SET max_id = {INT64_MAX - 1500}")
+    first = store.allocate("order")
+    last = store.allocate("order")
+    assert (first.end, last.start, last.end) == (INT64_MAX - 500, INT64_MAX - 499, INT64_MAX)
+    with pytest.raises(IdSpaceExhausted):
+        store.allocate("order")
+    assert store.read("order").max_id == INT64_MAX
+
+
+def test_threads_racing_on_one_row_get_disjoint_segments(store):
+    store.register("order", step=10)
+    got: list[range] = []
+
+    def work() -> None:
+        for _ in range(25):
+            got.append(store.allocate("order").ids())
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [i for r in got for i in r]
+    assert len(ids) == len(set(ids)) == 8 * 25 * 10
+    assert store.read("order").max_id == 2000
+
+
+def test_two_dbs_never_hand_out_the_same_id(db_url, sqlite_url):
+    stores = [SegmentStore(db_url), SegmentStore(sqlite_url.replace("idgen.db", "other.db"))]
+    for k, s in enumerate(stores):
+        s.create_schema()
+        s.register("order", step=10, delta=2, remainder=k)
+    allocator = Allocator(stores)
+    ids = [i for _ in range(40) for i in allocator.allocate("order").ids()]
+    assert len(ids) == len(set(ids))
+    assert {i % 2 for i in ids} == {0, 1}
+    allocator.close()
+
+
+def test_a_floor_above_everything_allocated_is_refused(store):
+    store.register("order", step=10)
+    allocator = Allocator([store])
+    allocator.allocate("order")
+    with pytest.raises(InvalidRequest, match="above every ID"):
+        allocator.allocate("order", floor=10**15)
+    assert allocator.allocate("order", floor=10).start == 11
+
+
+def test_unreachable_database_is_storage_unavailable_without_sql():
+    store = SegmentStore("mysql+pymysql://root@127.0.0.1:1/nothing", timeout=1)
+    with pytest.raises(StorageUnavailable) as info:
+        store.allocate("order")
+    message = str(info.value)
+    assert "127.0.0.1:1" in message and "SELECT" not in message and "idgen_segment" in message
+    store.close()

@@ -1,0 +1,182 @@
+"""The double buffer, driven by plain fetch functions (no network, no database)."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from idgen_client import (
+    DoubleBuffer,
+    IdSpaceExhausted,
+    Segment,
+    ServiceUnavailable,
+    StorageUnavailable,
+    UnknownBizType,
+)
+
+
+class Source:
+    """A fetch function over an in-memory max_id, recording who called it."""
+
+    def __init__(self, step: int = 100, delta: int = 1, remainder: int = 0) -> None:
+        self.max_id = 0
+        self.step, self.delta, self.remainder = step, delta, remainder
+        self.threads: list[str] = []
+        self.floors: list[int] = []
+        self.fail: Exception | None = None
+        self.gate: threading.Event | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, floor: int) -> Segment:
+        self.threads.append(threading.current_thread().name)
+        self.floors.append(floor)
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        with self.lock:
+            low = max(self.max_id, floor)
+            self.max_id = low + self.step
+            return Segment.claimed(low, self.max_id, self.delta, self.remainder)
+
+
+def test_ids_increase_across_many_segments():
+    with DoubleBuffer(Source(step=7)) as buffer:
+        ids = [buffer.next_id() for _ in range(1000)]
+    assert ids == sorted(set(ids)) and ids[0] == 1
+
+
+def test_batches_are_increasing_and_exact_across_segment_switches():
+    with DoubleBuffer(Source(step=10)) as buffer:
+        batches = [buffer.next_ids(n) for n in (1, 9, 25, 3, 100)]
+    flat = [i for b in batches for i in b]
+    assert [len(b) for b in batches] == [1, 9, 25, 3, 100]
+    assert flat == sorted(set(flat))
+
+
+def test_steady_state_never_fetches_on_the_callers_thread():
+    # Segments big enough to outlast the GIL's 5 ms switch interval, as real steps do.
+    source = Source(step=500_000)
+    with DoubleBuffer(source, name="t") as buffer:
+        buffer.next_id()  # the first segment: the caller waits for it
+        for _ in range(3_000_000):
+            buffer.next_id()
+        assert buffer.waits == 1
+    caller = threading.current_thread().name
+    assert len(source.threads) >= 6 and caller not in source.threads
+    assert set(source.threads) == {"idgen-preload-t"}
+
+
+def test_each_fetch_asks_for_ids_above_the_segment_in_use():
+    source = Source(step=10)
+    with DoubleBuffer(source) as buffer:
+        for _ in range(100):
+            buffer.next_id()
+    assert source.floors[0] == 0
+    assert all(b > a for a, b in zip(source.floors, source.floors[1:]))
+
+
+def test_a_lagging_source_is_moved_above_the_floor():
+    """Two sources alternate, one far behind: the buffer's IDs still only increase."""
+    fast, slow = Source(step=50, delta=2, remainder=0), Source(step=50, delta=2, remainder=1)
+    fast.max_id = 10_000
+    turn = iter(range(10**9))
+
+    def fetch(floor: int) -> Segment:
+        return (fast if next(turn) % 2 == 0 else slow)(floor)
+
+    with DoubleBuffer(fetch) as buffer:
+        ids = [buffer.next_id() for _ in range(500)]
+    assert ids == sorted(set(ids))
+    assert {i % 2 for i in ids} == {0, 1}
+
+
+def test_sixteen_threads_never_share_an_id_and_each_sees_increasing_ids():
+    results: list[list[int]] = [[] for _ in range(16)]
+    with DoubleBuffer(Source(step=97)) as buffer:
+        def work(out: list[int]) -> None:
+            for _ in range(5000):
+                out.append(buffer.next_id())
+            out.extend(buffer.next_ids(333))
+
+        threads = [threading.Thread(target=work, args=(r,)) for r in results]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    every = [i for r in results for i in r]
+    assert len(every) == len(set(every)) == 16 * 5333
+    assert all(r == sorted(r) for r in results)
+
+
+def test_transient_failure_surfaces_only_when_the_buffer_is_empty_and_heals():
+    source = Source(step=100)
+    with DoubleBuffer(source, retry_backoff=(0.01, 0.02)) as buffer:
+        first = buffer.next_id()
+        source.fail = StorageUnavailable("db down")
+        served = [buffer.next_id() for _ in range(99)]  # the rest of the first segment
+        assert served == list(range(first + 1, first + 100))
+        with pytest.raises(ServiceUnavailable, match="db down"):
+            buffer.next_id()
+        source.fail = None
+        deadline = threading.Event()
+        for _ in range(500):  # the loader retries on its own: poll with a deadline
+            try:
+                assert buffer.next_id() > served[-1]
+                break
+            except ServiceUnavailable:
+                deadline.wait(0.01)
+        else:
+            pytest.fail("the buffer did not recover after the source came back")
+
+
+@pytest.mark.parametrize("error", [UnknownBizType("no such biz"), IdSpaceExhausted("int64 used up")])
+def test_permanent_errors_reach_the_caller_without_retry_loops(error):
+    source = Source()
+    source.fail = error
+    with DoubleBuffer(source) as buffer:
+        with pytest.raises(type(error)):
+            buffer.next_id()
+        with pytest.raises(type(error)):
+            buffer.next_id()
+
+
+def test_a_source_that_breaks_the_floor_contract_is_not_trusted():
+    def backwards(floor: int) -> Segment:
+        return Segment(1, 10)
+
+    with DoubleBuffer(backwards, floor=100, retry_backoff=(0.01, 0.01)) as buffer:
+        with pytest.raises(ServiceUnavailable, match="not above 100"):
+            buffer.next_id()
+
+
+def test_waiting_callers_give_up_after_the_wait_timeout():
+    source = Source()
+    source.gate = threading.Event()
+    buffer = DoubleBuffer(source, wait_timeout=0.2)
+    with pytest.raises(ServiceUnavailable, match="within 0.2s"):
+        buffer.next_id()
+    source.gate.set()
+    buffer.close()
+
+
+def test_closed_buffer_refuses_and_stops_its_thread():
+    buffer = DoubleBuffer(Source())
+    buffer.next_id()
+    buffer.close()
+    with pytest.raises(ServiceUnavailable, match="closed"):
+        buffer.next_id()
+
+
+@settings(max_examples=50, deadline=None)
+@given(step=st.integers(1, 40), preload_at=st.floats(0, 0.95),
+       counts=st.lists(st.integers(1, 60), min_size=1, max_size=20))
+def test_any_mix_of_calls_yields_unique_increasing_ids(step, preload_at, counts):
+    with DoubleBuffer(Source(step=step), preload_at=preload_at) as buffer:
+        ids: list[int] = []
+        for n in counts:
+            ids += [buffer.next_id()] if n % 2 else buffer.next_ids(n)
+    assert ids == sorted(set(ids))

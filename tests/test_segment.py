@@ -1,0 +1,74 @@
+"""The segment model: bounds, alignment, int64 limits."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from idgen_client import INT64_MAX, IdSpaceExhausted, InvalidRequest, Segment, validate_biz_type
+
+
+@given(low=st.integers(0, INT64_MAX - 1), step=st.integers(1, 10**6),
+       delta=st.integers(1, 16), data=st.data())
+def test_claimed_segment_holds_exactly_the_ids_of_its_residue_class(low, step, delta, data):
+    remainder = data.draw(st.integers(0, delta - 1))
+    end = min(low + step, INT64_MAX)
+    expected_first = next((i for i in range(low + 1, min(end, low + delta) + 1)
+                           if i % delta == remainder), None)
+    if expected_first is None:
+        with pytest.raises(IdSpaceExhausted):
+            Segment.claimed(low, end, delta, remainder)
+        return
+    segment = Segment.claimed(low, end, delta, remainder)
+    ids = segment.ids()
+    assert ids[0] == expected_first and ids[-1] <= end < ids[-1] + delta
+    assert all(i % delta == remainder for i in (ids[0], ids[-1]))
+    assert len(segment) == len(ids) and segment.last == ids[-1]
+    assert ids[-1] <= INT64_MAX
+
+
+@given(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 3)), min_size=1, max_size=30))
+def test_segments_from_consecutive_claims_never_overlap_across_residues(claims):
+    """Two DBs (delta 2) claiming arbitrary steps from their own max_ids never collide."""
+    max_ids = [0, 0]
+    seen: set[int] = set()
+    for step, which in claims:
+        db = which % 2
+        step = max(step, 2)
+        segment = Segment.claimed(max_ids[db], max_ids[db] + step, 2, db)
+        max_ids[db] += step
+        ids = set(segment.ids())
+        assert not ids & seen
+        seen |= ids
+
+
+def test_top_of_int64_is_reachable_and_never_exceeded():
+    segment = Segment.claimed(INT64_MAX - 10, INT64_MAX)
+    assert segment.ids()[-1] == INT64_MAX
+    with pytest.raises(IdSpaceExhausted, match="int64"):
+        Segment.claimed(INT64_MAX - 1, INT64_MAX, 2, 0)  # INT64_MAX is odd: no even ID left
+
+
+@pytest.mark.parametrize("bad", [
+    dict(start=0, end=5), dict(start=3, end=2), dict(start=1, end=INT64_MAX + 1),
+    dict(start=2, end=10, delta=2, remainder=1), dict(start=1, end=2, delta=0),
+    dict(start=1, end=2, delta=2, remainder=2),
+])
+def test_malformed_segments_are_refused(bad):
+    with pytest.raises(InvalidRequest):
+        Segment(**bad)
+
+
+@pytest.mark.parametrize("name", ["order", "a", "Order_2.v1:eu-west", "9lives", "x" * 64])
+def test_well_formed_biz_types_pass(name):
+    assert validate_biz_type(name) == name
+
+
+@pytest.mark.parametrize("name,why", [
+    ("", "empty"), ("x" * 65, "65 characters"), ("-lead", "start with"), ("a b", "characters"),
+    ("a'; DROP TABLE x;--", "characters"), ("caf\u00e9", "characters"), ("a\x00b", "characters"),
+    (None, "string"),
+])
+def test_malformed_biz_types_get_a_reason(name, why):
+    with pytest.raises(InvalidRequest, match=why):
+        validate_biz_type(name)

@@ -1,0 +1,129 @@
+"""Every error status, from a real server process, with a message a person can act on."""
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from idgen_client import (
+    IdSpaceExhausted,
+    InvalidRequest,
+    LocalGenerator,
+    RemoteClient,
+    StorageUnavailable,
+    UnknownBizType,
+)
+from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
+from idgen_server.config import MAX_COUNT
+from idgen_server.store import SegmentStore
+
+
+@pytest.fixture
+def registered(sqlite_url):
+    store = SegmentStore(sqlite_url)
+    store.create_schema()
+    store.register("order", step=1000)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def stub(registered, sqlite_url, start_server):
+    server = start_server([sqlite_url])
+    channel = grpc.insecure_channel(server.address)
+    yield idgen_pb2_grpc.IdGeneratorStub(channel)
+    channel.close()
+
+
+def status_of(call, request):
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=10)
+    return info.value.code(), info.value.details()
+
+
+@pytest.mark.parametrize("count", [0, MAX_COUNT + 1, 2**32 - 1])
+def test_count_out_of_range_is_invalid_argument(stub, count):
+    code, details = status_of(stub.NextId, idgen_pb2.NextIdRequest(biz_type="order", count=count))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert f"between 1 and {MAX_COUNT}" in details and str(count) in details
+
+
+@pytest.mark.parametrize("biz_type", ["", "a b", "x" * 65, "'; DROP TABLE idgen_segment; --"])
+def test_malformed_biz_type_is_invalid_argument(stub, biz_type):
+    code, details = status_of(stub.NextId, idgen_pb2.NextIdRequest(biz_type=biz_type, count=1))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "biz type" in details
+
+
+def test_unknown_biz_type_is_not_found_and_says_how_to_add_it(stub):
+    for call, request in ((stub.NextId, idgen_pb2.NextIdRequest(biz_type="nope", count=1)),
+                          (stub.NextSegment, idgen_pb2.NextSegmentRequest(biz_type="nope"))):
+        code, details = status_of(call, request)
+        assert code is grpc.StatusCode.NOT_FOUND and "idgen add-biz nope" in details
+
+
+def test_negative_or_unearned_floor_is_invalid_argument(stub):
+    code, _ = status_of(stub.NextSegment, idgen_pb2.NextSegmentRequest(biz_type="order", floor=-1))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    code, details = status_of(stub.NextSegment,
+                              idgen_pb2.NextSegmentRequest(biz_type="order", floor=2**62))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "above every ID" in details
+
+
+def test_int64_used_up_is_resource_exhausted_never_a_wrap(stub, registered):
+    with registered.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE idgen_segment SET max_id = {2**63 - 1 - 1500}")
+    ids = []
+    with pytest.raises(grpc.RpcError) as info:
+        while True:
+            ids += stub.NextId(idgen_pb2.NextIdRequest(biz_type="order", count=500), timeout=10).ids
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "int64" in info.value.details()
+    assert ids == sorted(set(ids)) and ids[-1] == 2**63 - 1 and len(ids) == 1500
+
+
+def test_no_database_and_nothing_buffered_is_unavailable(tmp_path, start_server):
+    # The database file exists with its table but is then made unreadable.
+    url = f"sqlite:///{tmp_path}/gone.db"
+    store = SegmentStore(url)
+    store.create_schema()
+    store.register("order", step=10)
+    store.close()
+    server = start_server([url])
+    (tmp_path / "gone.db").unlink()
+    (tmp_path / "gone.db").mkdir()  # now a directory: every connection fails
+    with grpc.insecure_channel(server.address) as channel:
+        code, details = status_of(idgen_pb2_grpc.IdGeneratorStub(channel).NextId,
+                                  idgen_pb2.NextIdRequest(biz_type="order", count=1))
+    assert code is grpc.StatusCode.UNAVAILABLE and "retry" in details
+    assert "SELECT" not in details and "Traceback" not in details
+
+
+def test_client_raises_the_servers_errors_as_the_same_exceptions(stub, registered, start_server,
+                                                                 sqlite_url):
+    server = start_server([sqlite_url])
+    with RemoteClient(server.address) as client:
+        with pytest.raises(UnknownBizType):
+            client.next_ids("nope", 1)
+        with pytest.raises(InvalidRequest):
+            client.next_ids("order", 0)
+        with pytest.raises(InvalidRequest):
+            client.next_segment("order", floor=2**62)
+    with LocalGenerator("nope", server.address) as generator:
+        with pytest.raises(UnknownBizType):
+            generator.next_id()
+
+
+def test_client_reports_unreachable_servers_after_retries():
+    with RemoteClient(["127.0.0.1:1", "127.0.0.1:2"], retries=2, timeout=1) as client:
+        with pytest.raises(StorageUnavailable.__mro__[1], match="no ID server answered"):
+            client.next_ids("order", 1)
+
+
+def test_exhaustion_reaches_local_generators_too(registered, start_server, sqlite_url):
+    with registered.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE idgen_segment SET max_id = {2**63 - 1 - 10}")
+    server = start_server([sqlite_url])
+    with LocalGenerator("order", server.address) as generator:
+        ids = generator.next_ids(10)
+        assert ids[-1] == 2**63 - 1
+        with pytest.raises(IdSpaceExhausted):
+            generator.next_id()
