@@ -15,6 +15,8 @@ from idgen_client import (
 from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
 from idgen_server.config import MAX_COUNT
 from idgen_server.store import SegmentStore
+from tests.support.databases import MARIADB_HOST, MARIADB_PORT
+from tests.support.proxy import TcpProxy
 
 
 @pytest.fixture
@@ -80,19 +82,21 @@ def test_int64_used_up_is_resource_exhausted_never_a_wrap(stub, registered):
     assert ids == sorted(set(ids)) and ids[-1] == 2**63 - 1 and len(ids) == 1500
 
 
-def test_no_database_and_nothing_buffered_is_unavailable(tmp_path, start_server):
-    # The database file exists with its table but is then made unreadable.
-    url = f"sqlite:///{tmp_path}/gone.db"
-    store = SegmentStore(url)
+@pytest.mark.mariadb
+def test_no_database_and_nothing_buffered_is_unavailable(mariadb_url, start_server):
+    store = SegmentStore(mariadb_url)
     store.create_schema()
     store.register("order", step=10)
     store.close()
-    server = start_server([url])
-    (tmp_path / "gone.db").unlink()
-    (tmp_path / "gone.db").mkdir()  # now a directory: every connection fails
-    with grpc.insecure_channel(server.address) as channel:
-        code, details = status_of(idgen_pb2_grpc.IdGeneratorStub(channel).NextId,
-                                  idgen_pb2.NextIdRequest(biz_type="order", count=1))
+    proxy = TcpProxy(MARIADB_HOST, MARIADB_PORT)
+    try:
+        server = start_server([mariadb_url.replace(f":{MARIADB_PORT}/", f":{proxy.port}/")])
+        proxy.refuse()
+        with grpc.insecure_channel(server.address) as channel:
+            code, details = status_of(idgen_pb2_grpc.IdGeneratorStub(channel).NextId,
+                                      idgen_pb2.NextIdRequest(biz_type="order", count=1))
+    finally:
+        proxy.close()
     assert code is grpc.StatusCode.UNAVAILABLE and "retry" in details
     assert "SELECT" not in details and "Traceback" not in details
 
