@@ -1,0 +1,15 @@
+-- idgen segment table for PostgreSQL. Kept in step with
+-- idgen_server/schema.py by tests/test_schema.py; `idgen init-db` does the same.
+-- One row per biz type per database. Segments are (max_id, max_id + step];
+-- this database hands out only IDs with id % delta = remainder.
+CREATE TABLE IF NOT EXISTS idgen_segment (
+    biz_type   VARCHAR(64) NOT NULL,                       -- the ID space, [A-Za-z0-9_.:-]{1,64}
+    max_id     BIGINT      NOT NULL,                       -- highest ID allocated so far
+    step       BIGINT      NOT NULL,                       -- numbers claimed per allocation
+    delta      INTEGER     NOT NULL,                       -- number of databases serving it
+    remainder  INTEGER     NOT NULL,                       -- this database's residue class
+    version    BIGINT      NOT NULL,                       -- optimistic lock
+    created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    updated_at TIMESTAMP WITHOUT TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (biz_type)
+);

@@ -1,0 +1,63 @@
+"""sql/*.sql, applied by hand, give the same table as the SQLAlchemy declaration."""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from idgen_server.schema import segment_table
+from idgen_server.store import SegmentStore
+
+SQL = pathlib.Path(__file__).resolve().parent.parent / "sql"
+
+
+def statements(dialect: str) -> list[str]:
+    """The script's statements, comments stripped, as a DBA's client would send them."""
+    text = (SQL / f"{dialect}.sql").read_text()
+    code = "\n".join(line.split("--", 1)[0] for line in text.splitlines())
+    return [s.strip() for s in code.split(";") if s.strip()]
+
+
+def describe(engine) -> list[tuple[str, str, bool]]:
+    columns = inspect(engine).get_columns(segment_table.name)
+    pk = inspect(engine).get_pk_constraint(segment_table.name)["constrained_columns"]
+    return [(c["name"], type(c["type"]).__name__.upper().replace("BIGINTEGER", "BIGINT"),
+             c["nullable"]) for c in columns] + [("pk", ",".join(pk), False)]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mariadb),
+                        pytest.param("postgresql", marks=pytest.mark.postgres)])
+def two_databases(request, tmp_path):
+    if request.param == "sqlite":
+        urls = [f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"]
+    else:
+        fixture = "mariadb_server" if request.param == "mysql" else "postgres_server"
+        server = request.getfixturevalue(fixture)
+        urls = [server.create(), server.create()]
+    return request.param, urls
+
+
+def test_hand_applied_sql_matches_the_declared_table(two_databases):
+    dialect, (by_hand, declared) = two_databases
+    hand = create_engine(SegmentStore(by_hand).engine.url)
+    with hand.begin() as conn:
+        for statement in statements(dialect):
+            conn.exec_driver_sql(statement)
+    store = SegmentStore(declared)
+    store.create_schema()
+    assert describe(hand) == describe(store.engine)
+    assert [c[0] for c in describe(hand)][:-1] == [c.name for c in segment_table.columns]
+    hand.dispose()
+    store.close()
+
+
+def test_a_hand_made_table_serves_ids(two_databases):
+    dialect, (url, _) = two_databases
+    store = SegmentStore(url)
+    with store.engine.begin() as conn:
+        for statement in statements(dialect):
+            conn.exec_driver_sql(statement)
+    store.register("order", step=5)
+    assert list(store.allocate("order").ids()) == [1, 2, 3, 4, 5]
+    store.close()
