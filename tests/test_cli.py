@@ -1,0 +1,104 @@
+"""The `idgen` command as a new user meets it."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from idgen_server.store import SegmentStore
+
+
+def idgen(*args: str, cwd=None, env=None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "idgen_server.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_serve_with_no_setup_then_next_prints_five_increasing_ids(tmp_path, start_server):
+    server = start_server([], cwd=str(tmp_path))  # no --db: ./idgen.db
+    result = idgen("next", "default", "--count", "5", "--target", server.address)
+    assert result.returncode == 0, result.stderr
+    ids = [int(line) for line in result.stdout.split()]
+    assert len(ids) == 5 and ids == sorted(set(ids))
+    assert (tmp_path / "idgen.db").exists()
+
+
+def test_environment_variables_configure_the_server(tmp_path, start_server, monkeypatch):
+    url = f"sqlite:///{tmp_path}/env.db"
+    assert idgen("init-db", "--db", url).returncode == 0
+    assert idgen("add-biz", "env", "--db", url).returncode == 0
+    server = start_server([], listen="", env={"IDGEN_DB": url, "IDGEN_LISTEN": "127.0.0.1:0"})
+    result = idgen("next", "env", "--target", server.address)
+    assert result.returncode == 0 and int(result.stdout) == 1
+
+
+def test_init_db_twice_is_harmless(sqlite_url):
+    for _ in range(2):
+        result = idgen("init-db", "--db", sqlite_url)
+        assert result.returncode == 0 and "schema ready" in result.stdout
+
+
+def test_add_biz_over_two_dbs_gives_each_its_residue_class(tmp_path):
+    urls = [f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"]
+    args = ["--db", urls[0], "--db", urls[1]]
+    assert idgen("init-db", *args).returncode == 0
+    first = idgen("add-biz", "order", "--step", "100", *args)
+    again = idgen("add-biz", "order", "--step", "100", *args)
+    assert first.returncode == again.returncode == 0
+    assert "already registered" in again.stdout
+    rows = [SegmentStore(u).read("order") for u in urls]
+    assert [(r.delta, r.remainder, r.step) for r in rows] == [(2, 0, 100), (2, 1, 100)]
+
+
+def test_add_biz_with_conflicting_arguments_says_what_conflicts(sqlite_url):
+    assert idgen("init-db", "--db", sqlite_url).returncode == 0
+    assert idgen("add-biz", "order", "--step", "100", "--db", sqlite_url).returncode == 0
+    result = idgen("add-biz", "order", "--step", "500", "--db", sqlite_url)
+    assert result.returncode == 1
+    assert "step is 100, not 500" in result.stderr
+
+
+def test_a_biz_type_added_while_the_server_runs_is_served_without_restart(sqlite_url,
+                                                                          start_server):
+    assert idgen("init-db", "--db", sqlite_url).returncode == 0
+    server = start_server([sqlite_url])
+    before = idgen("next", "late", "--target", server.address)
+    assert before.returncode == 1 and "not registered" in before.stderr
+    assert idgen("add-biz", "late", "--db", sqlite_url).returncode == 0
+    deadline_tries = 0
+    while True:  # the server remembers an unknown name for at most a second
+        after = idgen("next", "late", "--target", server.address)
+        if after.returncode == 0 or deadline_tries > 50:
+            break
+        deadline_tries += 1
+    assert after.returncode == 0 and int(after.stdout) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_server_stops_gracefully_on_signals(sig, start_server):
+    server = start_server([])
+    server.proc.send_signal(sig)
+    assert server.proc.wait(15) == 0
+    assert any("stopping" in line for line in server.output)
+
+
+def test_serve_refuses_a_database_without_the_table(sqlite_url, start_server):
+    with pytest.raises(RuntimeError, match="run `idgen init-db"):
+        start_server([sqlite_url])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["next", "default", "--count", "0"], "between 1 and 100000"),
+    (["next", "bad name"], "characters outside"),
+    (["add-biz", "x" * 65, "--db", "sqlite:///x.db"], "at most 64"),
+    (["add-biz", "order", "--step", "0", "--db", "sqlite:///x.db"], "between 1 and"),
+    (["next", "default", "--target", "nowhere"], "not HOST:PORT"),
+    (["serve", "--listen", "localhost"], "not HOST:PORT"),
+    (["init-db", "--db", "nosuchdriver://x/y"], "is not usable"),
+])
+def test_bad_arguments_exit_2_with_a_reason(tmp_path, args, message):
+    result = idgen(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
