@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_bounded_int(1, 1024), help="RPC threads (default 32)")
     serve.add_argument("--metrics-port", type=_bounded_int(0, 65535), metavar="PORT",
                        help="serve Prometheus metrics on this port")
+    serve.add_argument("--db-timeout", type=float, metavar="SECONDS",
+                       help="connect/read timeout per database call (default 3)")
     serve.add_argument("--preload-at", type=float, metavar="FRACTION",
                        help="fetch the next segment once this share of the current one is used "
                        "(default 0.2)")
@@ -90,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = ServerConfig.from_sources(
         db=args.db, listen=args.listen, env=os.environ, workers=args.workers,
-        metrics_port=args.metrics_port, preload_at=args.preload_at)
+        metrics_port=args.metrics_port, preload_at=args.preload_at, db_timeout=args.db_timeout)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
