@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from idgen_client.buffer import DEFAULT_PRELOAD_AT, DoubleBuffer
 from idgen_client.remote import DEFAULT_TARGET, RemoteClient
 from idgen_client.segment import validate_biz_type
+from idgen_client.sizing import AdaptiveSteps
 
 __all__ = ["LocalGenerator"]
 
@@ -23,7 +24,8 @@ class LocalGenerator(DoubleBuffer):
     A ``DoubleBuffer`` whose segments come from ``NextSegment``, so
     ``next_id()`` is the buffer's own lock-free hot path. The IDs one generator
     hands out always increase, across segments too: each ``NextSegment`` asks
-    for a segment above the one in use. Give it server addresses, or a
+    for a segment above the one in use. Segment sizes adapt to the rate of use
+    (``idgen_client.sizing``), so that a fetch finishes before it is needed. Give it server addresses, or a
     ``RemoteClient`` to share (which it then leaves open). Close it, or use it
     as a context manager, to stop its background fetches.
     """
@@ -44,7 +46,7 @@ class LocalGenerator(DoubleBuffer):
             self._client, self._owns_client = RemoteClient(targets), True
         client = self._client
         super().__init__(
-            lambda floor: client.next_segment(biz_type, floor),
+            AdaptiveSteps(lambda floor, steps: client.next_segment(biz_type, floor, steps)),
             name=biz_type,
             preload_at=preload_at,
             floor=floor,

@@ -86,10 +86,16 @@ class RemoteClient:
         """One new ID (a round trip per ID: prefer ``next_ids`` or ``LocalGenerator``)."""
         return self.next_ids(biz_type, 1)[0]
 
-    def next_segment(self, biz_type: str, floor: int = 0) -> Segment:
-        """A fresh segment whose IDs are all above ``floor``, validated."""
+    def next_segment(self, biz_type: str, floor: int = 0, steps: int = 1, *,
+                     above_all: bool = False) -> Segment:
+        """A fresh segment of ``steps`` steps whose IDs are all above ``floor``, validated.
+
+        ``above_all``: also above every ID any database allocated before the call
+        (``ServiceUnavailable`` while one of them cannot be read).
+        """
         validate_biz_type(biz_type)
-        request = idgen_pb2.NextSegmentRequest(biz_type=biz_type, floor=floor)
+        request = idgen_pb2.NextSegmentRequest(biz_type=biz_type, floor=floor, steps=steps,
+                                               above_all=above_all)
         reply = self._call("NextSegment", request)
         try:
             segment = Segment(reply.start, reply.end, reply.delta, reply.remainder)

@@ -13,7 +13,9 @@ whose ``max_id`` lags behind is moved past it. The server's double buffer passes
 the end of its current segment, so a server's IDs increase even though the
 databases' ``max_id``s drift apart. A floor may not exceed what has been
 allocated for the biz type (checked against the databases when in doubt), so a
-client cannot burn the ID space by asking for a huge one.
+client cannot burn the ID space by asking for a huge one. ``above_all`` asks for
+a segment above every database's ``max_id`` (``highest``): what a restarted
+client needs in multi-DB mode to stay above every ID issued before it started.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from idgen_client.errors import (
     UnknownBizType,
 )
 from idgen_client.segment import Segment
+from idgen_client.sizing import MAX_STEPS
 from idgen_server.store import SegmentStore
 
 __all__ = ["Allocator", "unknown_biz_type"]
@@ -104,17 +107,26 @@ class Allocator:
         with self._lock:
             return [until <= now for until in self._benched_until]
 
-    def allocate(self, biz_type: str, floor: int = 0) -> Segment:
-        """A new segment of ``biz_type`` whose IDs are all above ``floor``."""
+    def allocate(self, biz_type: str, floor: int = 0, steps: int = 1, *,
+                 above_all: bool = False) -> Segment:
+        """A new segment of ``biz_type``, ``steps`` steps long, with IDs all above ``floor``.
+
+        With ``above_all`` its IDs are also above every ID any database allocated
+        before the call (``highest``): ``StorageUnavailable`` if one cannot be read.
+        """
         if floor < 0:
             raise InvalidRequest(f"floor must be at least 0, got {floor}")
+        if not 1 <= steps <= MAX_STEPS:
+            raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        if above_all:
+            floor = max(floor, self.highest(biz_type))
         if floor > self._high.get(biz_type, 0):
             self._check_floor(biz_type, floor)
         errors: list[IdGenError] = []
         for index in self._order():
             store = self.stores[index]
             try:
-                segment = store.allocate(biz_type, floor)
+                segment = store.allocate(biz_type, floor, steps)
             except StorageUnavailable as exc:
                 self._record(index, ok=False)
                 errors.append(exc)
@@ -147,6 +159,35 @@ class Allocator:
                 "no further IDs can be issued; register a new biz type"
             )
         return unknown_biz_type(biz_type)
+
+    def highest(self, biz_type: str) -> int:
+        """The highest ``max_id`` of the biz type over every database.
+
+        Every ID any database handed out before this call is at or below it: a
+        segment is handed out only after its ``max_id`` committed, and ``max_id``
+        only grows. So a segment allocated above it is above everything issued
+        before, whichever databases lag. It needs every database: one that cannot
+        be read might hold the highest, so that is ``StorageUnavailable``, never a
+        guess. ``UnknownBizType`` if no database has the biz type.
+        """
+        high, known = 0, False
+        for index, store in enumerate(self.stores):
+            try:
+                row = store.read(biz_type)
+            except StorageUnavailable as exc:
+                self._record(index, ok=False)
+                raise StorageUnavailable(
+                    f"cannot read every database's max_id for {biz_type!r}, so cannot promise "
+                    f"IDs above all of them: retry later; {exc}"
+                ) from None
+            self._record(index, ok=True)
+            if row is not None:
+                known, high = True, max(high, row.max_id)
+        if not known:
+            raise unknown_biz_type(biz_type)
+        with self._lock:
+            self._high[biz_type] = max(high, self._high.get(biz_type, 0))
+        return high
 
     def _check_floor(self, biz_type: str, floor: int) -> None:
         """Refuse a floor above every ID allocated for the biz type."""

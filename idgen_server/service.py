@@ -21,6 +21,7 @@ from idgen_client._status import code_for
 from idgen_client.buffer import DoubleBuffer
 from idgen_client.errors import IdGenError, InvalidRequest
 from idgen_client.segment import validate_biz_type
+from idgen_client.sizing import AdaptiveSteps
 from idgen_server.allocator import Allocator, unknown_biz_type
 from idgen_server.config import MAX_COUNT
 
@@ -96,7 +97,7 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
             if buffer is None:
                 allocate = self.allocator.allocate
                 buffer = DoubleBuffer(
-                    lambda floor: allocate(biz_type, floor),
+                    AdaptiveSteps(lambda floor, steps: allocate(biz_type, floor, steps)),
                     name=biz_type, preload_at=self._preload_at,
                 )
                 self._buffers[biz_type] = buffer
@@ -120,7 +121,8 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
         biz_type = validate_biz_type(request.biz_type)
         if request.floor < 0:
             raise InvalidRequest(f"floor must be at least 0, got {request.floor}")
-        segment = self.allocator.allocate(biz_type, request.floor)
+        segment = self.allocator.allocate(biz_type, request.floor, request.steps or 1,
+                                          above_all=request.above_all)
         return idgen_pb2.NextSegmentResponse(
             biz_type=biz_type, start=segment.start, end=segment.end,
             delta=segment.delta, remainder=segment.remainder,

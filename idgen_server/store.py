@@ -204,9 +204,10 @@ class SegmentStore:
 
     # -- allocation ---------------------------------------------------------------
 
-    def allocate(self, biz_type: str, floor: int = 0) -> Segment:
-        """Claim the next segment; all its IDs are above ``floor`` and above every
-        segment this table handed out before. Bounded retries on conflicts.
+    def allocate(self, biz_type: str, floor: int = 0, steps: int = 1) -> Segment:
+        """Claim the next segment of ``steps`` times the biz type's step; all its IDs
+        are above ``floor`` and above every segment this table handed out before.
+        Bounded retries on conflicts.
         """
         for attempt in range(self._max_attempts):
             try:
@@ -226,7 +227,7 @@ class SegmentStore:
                         raise IdSpaceExhausted(
                             f"biz type {biz_type!r} has used up the int64 range in {self.name}"
                         )
-                    new_max = min(base + int(row.step), INT64_MAX)
+                    new_max = min(base + int(row.step) * steps, INT64_MAX)
                     segment = Segment.claimed(base, new_max, int(row.delta), int(row.remainder))
                     won = conn.execute(
                         update(segment_table)

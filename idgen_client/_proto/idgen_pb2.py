@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fidgen_client/_proto/idgen.proto\x12\x08idgen.v1\"0\n\rNextIdRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x1d\n\x0eNextIdResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"5\n\x12NextSegmentRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x66loor\x18\x02 \x01(\x03\"e\n\x13NextSegmentResponse\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12\x11\n\tremainder\x18\x05 \x01(\x03\x32\x96\x01\n\x0bIdGenerator\x12;\n\x06NextId\x12\x17.idgen.v1.NextIdRequest\x1a\x18.idgen.v1.NextIdResponse\x12J\n\x0bNextSegment\x12\x1c.idgen.v1.NextSegmentRequest\x1a\x1d.idgen.v1.NextSegmentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fidgen_client/_proto/idgen.proto\x12\x08idgen.v1\"0\n\rNextIdRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x1d\n\x0eNextIdResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"W\n\x12NextSegmentRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x66loor\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x11\n\tabove_all\x18\x04 \x01(\x08\"e\n\x13NextSegmentResponse\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12\x11\n\tremainder\x18\x05 \x01(\x03\x32\x96\x01\n\x0bIdGenerator\x12;\n\x06NextId\x12\x17.idgen.v1.NextIdRequest\x1a\x18.idgen.v1.NextIdResponse\x12J\n\x0bNextSegment\x12\x1c.idgen.v1.NextSegmentRequest\x1a\x1d.idgen.v1.NextSegmentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NEXTIDRESPONSE']._serialized_start=95
   _globals['_NEXTIDRESPONSE']._serialized_end=124
   _globals['_NEXTSEGMENTREQUEST']._serialized_start=126
-  _globals['_NEXTSEGMENTREQUEST']._serialized_end=179
-  _globals['_NEXTSEGMENTRESPONSE']._serialized_start=181
-  _globals['_NEXTSEGMENTRESPONSE']._serialized_end=282
-  _globals['_IDGENERATOR']._serialized_start=285
-  _globals['_IDGENERATOR']._serialized_end=435
+  _globals['_NEXTSEGMENTREQUEST']._serialized_end=213
+  _globals['_NEXTSEGMENTRESPONSE']._serialized_start=215
+  _globals['_NEXTSEGMENTRESPONSE']._serialized_end=316
+  _globals['_IDGENERATOR']._serialized_start=319
+  _globals['_IDGENERATOR']._serialized_end=469
 # @@protoc_insertion_point(module_scope)

@@ -21,12 +21,16 @@ class NextIdResponse(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class NextSegmentRequest(_message.Message):
-    __slots__ = ("biz_type", "floor")
+    __slots__ = ("biz_type", "floor", "steps", "above_all")
     BIZ_TYPE_FIELD_NUMBER: _ClassVar[int]
     FLOOR_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    ABOVE_ALL_FIELD_NUMBER: _ClassVar[int]
     biz_type: str
     floor: int
-    def __init__(self, biz_type: _Optional[str] = ..., floor: _Optional[int] = ...) -> None: ...
+    steps: int
+    above_all: bool
+    def __init__(self, biz_type: _Optional[str] = ..., floor: _Optional[int] = ..., steps: _Optional[int] = ..., above_all: _Optional[bool] = ...) -> None: ...
 
 class NextSegmentResponse(_message.Message):
     __slots__ = ("biz_type", "start", "end", "delta", "remainder")

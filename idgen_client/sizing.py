@@ -1,0 +1,60 @@
+"""Dynamic step: how many steps the next allocation should claim.
+
+A segment has to outlast the fetch of the next one, or callers wait. With a
+fixed step that holds only up to some rate: a local generator in a tight loop
+uses 10,000 IDs in under a millisecond, less than a ``NextSegment`` round trip.
+So, as Leaf does on its server, the size adapts: when a segment lasted less than
+``target`` seconds the next request claims twice as many steps; when it lasted
+more than ``8 * target`` it claims half as many; between 1 and ``MAX_STEPS``.
+One allocation is still one compare-and-set, whatever its size; a process that
+dies wastes at most its two buffered segments.
+
+The time between two successful fetches measures how long a segment lasted:
+each fetch starts at the same point (the preload threshold) of its segment.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from idgen_client.segment import Segment
+
+__all__ = ["MAX_STEPS", "AdaptiveSteps"]
+
+MAX_STEPS = 1024
+"""The most steps one allocation may claim."""
+
+
+class AdaptiveSteps:
+    """Wraps ``fetch(floor, steps)`` into a ``fetch(floor)`` that sizes itself. Thread-safe."""
+
+    def __init__(
+        self,
+        fetch: Callable[[int, int], Segment],
+        *,
+        target: float = 1.0,
+        max_steps: int = MAX_STEPS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._target = target
+        self._max = max_steps
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self.steps = 1
+        """How many steps the next fetch claims."""
+
+    def __call__(self, floor: int) -> Segment:
+        segment = self._fetch(floor, self.steps)
+        now = self._clock()
+        with self._lock:
+            if self._last is not None:
+                lasted = now - self._last
+                if lasted < self._target:
+                    self.steps = min(self.steps * 2, self._max)
+                elif lasted > 8 * self._target:
+                    self.steps = max(self.steps // 2, 1)
+            self._last = now
+        return segment
