@@ -3,10 +3,12 @@
 n databases serve a biz type; database k hands out only IDs ``≡ k (mod n)``,
 so they can never collide, and any one of them alive keeps the service alive.
 The allocator takes each segment from the next healthy database in turn. A
-database that fails is benched for a cooldown that doubles with each failure
-(0.5 s up to 5 s) and is then tried again, so one that comes back is used again
-without a restart. When every database is benched they are all tried anyway:
-benching only orders the attempts, it never refuses to try.
+database that fails is benched: it is tried only after every healthy one has
+failed, so callers do not pay its timeouts again and again, and a background
+probe (thread ``idgen-db-probe``) pings it every ``probe_interval`` seconds and
+puts it back in turn as soon as it answers, so one that comes back is used
+again without a restart. Benching only orders the attempts, it never refuses
+to try: when every database is benched, they are all tried.
 
 Floors. ``allocate(biz, floor)`` returns a segment above ``floor``; a database
 whose ``max_id`` lags behind is moved past it. The server's double buffer passes
@@ -22,8 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from idgen_client.errors import (
     IdGenError,
@@ -62,30 +63,29 @@ class Allocator:
         self,
         stores: Sequence[SegmentStore],
         *,
-        cooldown: tuple[float, float] = (0.5, 5.0),
-        clock: Callable[[], float] = time.monotonic,
+        probe_interval: float = 0.5,
     ) -> None:
         if not stores:
             raise InvalidRequest("at least one database is needed")
         self.stores = tuple(stores)
-        self._cooldown_min, self._cooldown_max = cooldown
-        self._clock = clock
+        self._probe_interval = probe_interval
         self._lock = threading.Lock()
-        self._benched_until = [0.0] * len(self.stores)
+        self._benched = [False] * len(self.stores)
         self._failures = [0] * len(self.stores)
+        self._probe: threading.Thread | None = None
+        self._closed = threading.Event()
         self._high: dict[str, int] = {}  # highest segment end seen per biz type
         self._turn = itertools.count()
 
     def _order(self) -> list[int]:
-        """Healthy databases first, round robin; then benched ones, soonest back first."""
+        """Healthy databases first, round robin; then benched ones, fewest failures first."""
         n = len(self.stores)
         first = next(self._turn) % n
-        now = self._clock()
         rotated = [(first + i) % n for i in range(n)]
         with self._lock:
-            healthy = [i for i in rotated if self._benched_until[i] <= now]
-            benched = sorted((i for i in rotated if self._benched_until[i] > now),
-                             key=self._benched_until.__getitem__)
+            healthy = [i for i in rotated if not self._benched[i]]
+            benched = sorted((i for i in rotated if self._benched[i]),
+                             key=self._failures.__getitem__)
         return healthy + benched
 
     def _record(self, index: int, ok: bool) -> None:
@@ -94,18 +94,28 @@ class Allocator:
                 if self._failures[index]:
                     log.info("database %s is back", self.stores[index].name)
                 self._failures[index] = 0
-                self._benched_until[index] = 0.0
-            else:
-                self._failures[index] += 1
-                pause = min(self._cooldown_max,
-                            self._cooldown_min * 2 ** (self._failures[index] - 1))
-                self._benched_until[index] = self._clock() + pause
+                self._benched[index] = False
+                return
+            self._failures[index] += 1
+            self._benched[index] = True
+            if self._probe is None and not self._closed.is_set():
+                self._probe = threading.Thread(target=self._probe_benched,
+                                               name="idgen-db-probe", daemon=True)
+                self._probe.start()
+
+    def _probe_benched(self) -> None:
+        """Ping benched databases until closed; put back each one that answers."""
+        while not self._closed.wait(self._probe_interval):
+            with self._lock:
+                benched = [i for i, b in enumerate(self._benched) if b]
+            for index in benched:
+                if self.stores[index].ping():
+                    self._record(index, ok=True)
 
     def healthy(self) -> list[bool]:
-        """Per database, whether it is currently not benched."""
-        now = self._clock()
+        """Per database, whether it is currently in turn (not benched)."""
         with self._lock:
-            return [until <= now for until in self._benched_until]
+            return [not b for b in self._benched]
 
     def allocate(self, biz_type: str, floor: int = 0, steps: int = 1, *,
                  above_all: bool = False) -> Segment:
@@ -241,6 +251,11 @@ class Allocator:
         return sum(s.conflicts for s in self.stores)
 
     def close(self) -> None:
-        """Close every database's connection pool."""
+        """Stop the probe and close every database's connection pool."""
+        self._closed.set()
+        with self._lock:
+            probe = self._probe
+        if probe is not None:
+            probe.join(10)
         for store in self.stores:
             store.close()

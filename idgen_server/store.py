@@ -151,6 +151,15 @@ class SegmentStore:
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
 
+    def ping(self) -> bool:
+        """Whether the database answers a trivial query now (never raises)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except SQLAlchemyError:
+            return False
+
     def read(self, biz_type: str) -> BizRow | None:
         """The biz type's row, or None if it is not registered here."""
         try:

@@ -114,3 +114,44 @@ def test_unreachable_database_is_storage_unavailable_without_sql():
     message = str(info.value)
     assert "127.0.0.1:1" in message and "SELECT" not in message and "idgen_segment" in message
     store.close()
+
+
+@pytest.mark.mariadb
+def test_a_failed_db_is_benched_then_probed_back_into_turn(make_mariadb):
+    from tests.support.databases import MARIADB_HOST, MARIADB_PORT
+    from tests.support.proxy import TcpProxy
+
+    urls = [make_mariadb(), make_mariadb()]
+    proxy = TcpProxy(MARIADB_HOST, MARIADB_PORT)
+    stores = [SegmentStore(urls[0]),
+              SegmentStore(urls[1].replace(f":{MARIADB_PORT}/", f":{proxy.port}/"), timeout=1)]
+    for k, store in enumerate(stores):
+        store.create_schema()
+        store.register("order", step=10, delta=2, remainder=k)
+    attempts = [0, 0]
+    for k, store in enumerate(stores):
+        original = store.allocate
+
+        def counted(*args, _k=k, _original=original, **kwargs):
+            attempts[_k] += 1
+            return _original(*args, **kwargs)
+
+        store.allocate = counted  # type: ignore[method-assign]
+    allocator = Allocator(stores, probe_interval=0.05)
+    try:
+        proxy.hang()
+        parities = {allocator.allocate("order").start % 2 for _ in range(20)}
+        assert parities == {0}
+        assert attempts[1] == 1, "a benched database is not tried while another one serves"
+        assert allocator.healthy() == [True, False]
+        proxy.restore()
+        deadline = threading.Event()
+        for _ in range(400):
+            if allocator.healthy() == [True, True]:
+                break
+            deadline.wait(0.05)
+        assert allocator.healthy() == [True, True]
+        assert {allocator.allocate("order").start % 2 for _ in range(4)} == {0, 1}
+    finally:
+        allocator.close()
+        proxy.close()
