@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import event, insert, select, update
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.sql import func
 
@@ -102,6 +102,17 @@ def _engine(url: str, timeout: float) -> Engine:
     )
 
 
+def _read_row(conn: Connection, biz_type: str) -> BizRow | None:
+    row = conn.execute(
+        select(_T.max_id, _T.step, _T.delta, _T.remainder, _T.version)
+        .where(_T.biz_type == biz_type)
+    ).first()
+    if row is None:
+        return None
+    return BizRow(biz_type, int(row.max_id), int(row.step), int(row.delta),
+                  int(row.remainder), int(row.version))
+
+
 class SegmentStore:
     """The segment table in one database. Thread-safe; close it to free connections.
 
@@ -164,16 +175,9 @@ class SegmentStore:
         """The biz type's row, or None if it is not registered here."""
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(
-                    select(_T.max_id, _T.step, _T.delta, _T.remainder, _T.version)
-                    .where(_T.biz_type == biz_type)
-                ).first()
+                return _read_row(conn, biz_type)
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
-        if row is None:
-            return None
-        return BizRow(biz_type, int(row.max_id), int(row.step), int(row.delta),
-                      int(row.remainder), int(row.version))
 
     def register(self, biz_type: str, *, step: int, delta: int = 1, remainder: int = 0) -> bool:
         """Register a biz type; True if created, False if already there alike.
@@ -221,23 +225,20 @@ class SegmentStore:
         for attempt in range(self._max_attempts):
             try:
                 with self.engine.connect() as conn:
-                    row = conn.execute(
-                        select(_T.max_id, _T.step, _T.delta, _T.remainder, _T.version)
-                        .where(_T.biz_type == biz_type)
-                    ).first()
+                    row = _read_row(conn, biz_type)
                     conn.commit()
                     if row is None:
                         raise UnknownBizType(
                             f"biz type {biz_type!r} is not registered in {self.name}: "
                             f"add it with `idgen add-biz {biz_type} --db URL`"
                         )
-                    base = max(int(row.max_id), floor)
+                    base = max(row.max_id, floor)
                     if base >= INT64_MAX:
                         raise IdSpaceExhausted(
                             f"biz type {biz_type!r} has used up the int64 range in {self.name}"
                         )
-                    new_max = min(base + int(row.step) * steps, INT64_MAX)
-                    segment = Segment.claimed(base, new_max, int(row.delta), int(row.remainder))
+                    new_max = min(base + row.step * steps, INT64_MAX)
+                    segment = Segment.claimed(base, new_max, row.delta, row.remainder)
                     won = conn.execute(
                         update(segment_table)
                         .where(_T.biz_type == biz_type, _T.version == row.version)
