@@ -2,6 +2,7 @@
 
 - ``LocalGenerator``: IDs as an in-process call, fed by whole segments.
 - ``RemoteClient``: ``NextId``/``NextSegment`` over gRPC with failover.
+- ``Sequencer`` and ``Receiver``: per-group message seqs, and gap detection.
 - ``DoubleBuffer`` and ``Segment``: the core the server shares.
 - The errors, the same on both sides of the wire.
 """
@@ -18,20 +19,26 @@ from idgen_client.errors import (
     UnknownBizType,
 )
 from idgen_client.local import LocalGenerator
+from idgen_client.receiver import Gap, Receiver
 from idgen_client.remote import RemoteClient
 from idgen_client.segment import INT64_MAX, Segment, validate_biz_type
+from idgen_client.sequencer import Sequencer, Stamp
 
 __all__ = [
     "INT64_MAX",
     "BizTypeConflict",
     "DoubleBuffer",
+    "Gap",
     "IdGenError",
     "IdSpaceExhausted",
     "InvalidRequest",
     "LocalGenerator",
+    "Receiver",
     "RemoteClient",
     "Segment",
+    "Sequencer",
     "ServiceUnavailable",
+    "Stamp",
     "StorageUnavailable",
     "UnknownBizType",
     "validate_biz_type",

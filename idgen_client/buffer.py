@@ -189,6 +189,41 @@ class DoubleBuffer:
         else:
             self._ids, self._rest = iter(ids[:cut]), ids[cut:]
 
+    def skip_past(self, floor: int, *, fetch: FetchSegment | None = None) -> Segment:
+        """Hand out only IDs above ``floor`` from now on; blocks on one fetch.
+
+        Fetches a segment above ``max(floor, self.floor)`` now, with ``fetch``
+        (default: the buffer's own), and makes it current: the IDs still buffered
+        are dropped (wasted, never reissued) and IDs keep increasing. Returns that
+        segment. A failed fetch raises its ``IdGenError`` and leaves the buffer
+        as it was. A ``next_id()`` already running in another thread may still
+        return one ID from before: a caller that needs the bound for every ID
+        serializes its calls (the sequencer does, under its lock).
+        """
+        if floor < 0:
+            raise InvalidRequest(f"floor must be at least 0, got {floor}")
+        fetch = fetch or self._fetch
+        while True:
+            with self._cond:
+                if self._closed:
+                    raise ServiceUnavailable(f"the ID generator for {self._name!r} is closed")
+                low = max(floor, self._floor)
+            segment = fetch(low)
+            if segment.start <= low:
+                raise ServiceUnavailable(
+                    f"the segment source returned IDs from {segment.start}, not above {low}"
+                )
+            with self._cond:
+                if self._closed:
+                    raise ServiceUnavailable(f"the ID generator for {self._name!r} is closed")
+                if segment.start <= self._floor:
+                    continue  # the buffer moved on during the fetch: go above where it is now
+                self.fetches += 1
+                self._error = None
+                self._install(segment)
+                self._cond.notify_all()
+                return segment
+
     def prefetch(self) -> None:
         """Start fetching a segment now if none is buffered (it does not wait)."""
         with self._cond:
@@ -226,6 +261,10 @@ class DoubleBuffer:
                     f"fetching a segment for {self._name!r} failed ({type(exc).__name__}): retry later"
                 )
             with self._cond:
+                if error is None and segment.start <= self._floor and not self._closed:
+                    # skip_past() moved the floor while this fetch ran: installing the
+                    # segment would hand out IDs below ones already given. Fetch again.
+                    continue
                 if error is None:
                     self.fetches += 1
                     self._error = None

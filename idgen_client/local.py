@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from idgen_client.buffer import DEFAULT_PRELOAD_AT, DoubleBuffer
 from idgen_client.remote import DEFAULT_TARGET, RemoteClient
-from idgen_client.segment import validate_biz_type
+from idgen_client.segment import Segment, validate_biz_type
 from idgen_client.sizing import AdaptiveSteps
 
 __all__ = ["LocalGenerator"]
@@ -52,6 +52,19 @@ class LocalGenerator(DoubleBuffer):
             floor=floor,
             wait_timeout=wait_timeout,
         )
+
+    def skip_past_all(self) -> Segment:
+        """Hand out only IDs above every ID any database allocated for the biz type
+        before this call, by any process; blocks on one ``NextSegment`` (``above_all``).
+
+        With one database the generator's IDs are that anyway; with several, whose
+        ``max_id``s lag each other, this is what lets a restarted process stay above
+        everything issued before it. ``ServiceUnavailable`` while any database of the
+        server cannot be read. Returns the new current segment (see ``skip_past``).
+        """
+        client, biz_type = self._client, self.biz_type
+        return self.skip_past(
+            0, fetch=lambda floor: client.next_segment(biz_type, floor, above_all=True))
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop background fetches and close the channels this generator opened."""
