@@ -10,10 +10,11 @@ from __future__ import annotations
 import itertools
 import random
 import threading
-import time
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
 from idgen_client._status import error_for
@@ -107,7 +108,7 @@ class RemoteClient:
             )
         return segment
 
-    def _call(self, method: str, request: object) -> object:
+    def _call(self, method: str, request: Message) -> Any:  # the generated stubs are untyped
         if self._closed.is_set():
             raise ServiceUnavailable("the ID client is closed")
         last: grpc.RpcError | None = None

@@ -8,8 +8,10 @@ seconds, then stops the background loaders and closes the pools.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from prometheus_client import CollectorRegistry, start_http_server
@@ -40,7 +42,7 @@ class _Metrics(Collector):
         conflicts = CounterMetricFamily(
             "idgen_allocation_conflicts", "Optimistic-lock races lost and retried", labels=["db"])
         healthy = GaugeMetricFamily("idgen_db_healthy", "1 if the database is not benched", labels=["db"])
-        for store, ok in zip(allocator.stores, allocator.healthy()):
+        for store, ok in zip(allocator.stores, allocator.healthy(), strict=True):
             segments.add_metric([store.name], store.segments)
             conflicts.add_metric([store.name], store.conflicts)
             healthy.add_metric([store.name], 1.0 if ok else 0.0)
@@ -78,7 +80,7 @@ class IdGenServer:
         if not self.port:
             self.allocator.close()
             raise InvalidRequest(f"cannot listen on {config.listen}: address in use or not local")
-        self._metrics_server: object | None = None
+        self._metrics: tuple[WSGIServer, threading.Thread] | None = None
 
     def _prepare(self, stores: list[SegmentStore]) -> None:
         if self.config.is_default_db:
@@ -109,7 +111,7 @@ class IdGenServer:
             registry = CollectorRegistry()
             registry.register(_Metrics(self.service))
             host = self.config.listen.rpartition(":")[0].strip("[]")
-            self._metrics_server = start_http_server(self.config.metrics_port, host, registry)
+            self._metrics = start_http_server(self.config.metrics_port, host, registry)
         self._grpc.start()
         log.info("idgen serving on %s from %s", self.address,
                  ", ".join(s.name for s in self.allocator.stores))
@@ -120,8 +122,8 @@ class IdGenServer:
         self._grpc.stop(self.config.grace).wait()
         self._executor.shutdown(wait=True)
         self.service.close()
-        if self._metrics_server is not None:
-            server, thread = self._metrics_server  # type: ignore[misc]
+        if self._metrics is not None:
+            server, thread = self._metrics
             server.shutdown()
             thread.join(5)
         self.allocator.close()

@@ -43,15 +43,13 @@ def _rpc(method: Callable[..., _Resp]) -> Callable[..., _Resp]:
         try:
             return method(self, request, context)
         except IdGenError as exc:
-            error: IdGenError | None = exc
+            code, message = code_for(exc), str(exc)
         except Exception:
             log.exception("%s failed", method.__name__)
-            error = None
-        if error is None:
-            context.abort(grpc.StatusCode.INTERNAL,
-                          "internal error in the ID server; its log has the details")
-        context.abort(code_for(error), str(error))
-        raise AssertionError("unreachable")  # context.abort raises
+            code = grpc.StatusCode.INTERNAL
+            message = "internal error in the ID server; its log has the details"
+        context.abort(code, message)  # raises: outside the except blocks, so it is not caught
+        raise AssertionError("unreachable")
 
     return wrapper
 
