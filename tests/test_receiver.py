@@ -1,0 +1,115 @@
+"""The receiver: order restored, every gap found, no gap invented."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from idgen_client import Gap, InvalidRequest, Receiver, Stamp
+
+
+def chain(seqs: list[int], start: int = 0) -> list[Stamp]:
+    """The stamps a sequencer gives messages with these seqs, after ``start``."""
+    prevs = [start, *seqs[:-1]]
+    return [Stamp(seq, prev) for seq, prev in zip(seqs, prevs)]
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[int, list[Stamp], list[Stamp], list[Stamp]]:
+    """A sent chain (seqs with random jumps), and what arrived: some dropped, some
+    twice, in random order. Returns (start, sent, arrived, dropped)."""
+    start = draw(st.integers(0, 1_000))
+    jumps = draw(st.lists(st.integers(1, 50), min_size=1, max_size=60))
+    seqs, seq = [], start
+    for jump in jumps:
+        seq += jump
+        seqs.append(seq)
+    sent = chain(seqs, start)
+    fate = draw(st.lists(st.sampled_from(["once", "once", "once", "twice", "lost"]),
+                         min_size=len(sent), max_size=len(sent)))
+    arrived = [s for s, f in zip(sent, fate) if f != "lost"]
+    arrived += [s for s, f in zip(sent, fate) if f == "twice"]
+    dropped = [s for s, f in zip(sent, fate) if f == "lost"]
+    random.Random(draw(st.integers())).shuffle(arrived)
+    return start, sent, arrived, dropped
+
+
+@settings(max_examples=400, deadline=None)
+@given(deliveries(), st.integers(1, 10))
+def test_every_gap_is_found_and_no_gap_is_invented(delivery, chunk):
+    start, sent, arrived, dropped = delivery
+    receiver: Receiver[str] = Receiver(last_shown=lambda group: start)
+    shown: list[Stamp] = []
+    for i in range(0, len(arrived), chunk):  # the app shows what it can as messages come
+        for stamp in arrived[i:i + chunk]:
+            receiver.add("g", stamp, f"m{stamp.seq}")
+        shown += [stamp for stamp, _ in receiver.ready("g")]
+
+    lost = {s.seq for s in dropped}
+    received = {s.seq for s in arrived}
+    first_loss = next((i for i, s in enumerate(sent) if s.seq in lost), len(sent))
+    assert shown == sent[:first_loss]  # in order, each once, up to the first loss
+
+    gaps = receiver.missing("g")
+    for gap in gaps:  # no false gap: its last seq was lost, and nothing in it arrived
+        assert gap.through in lost
+        assert not any(gap.after < seq <= gap.through for seq in received)
+    top = max(received, default=start)
+    for seq in lost:  # every loss below the highest arrival lies in a reported gap
+        if seq < top:
+            assert any(gap.after < seq <= gap.through for gap in gaps), (seq, gaps)
+        else:
+            assert not any(gap.after < seq <= gap.through for gap in gaps)
+
+    for stamp in dropped:  # fetched from the store: then everything comes out, in order
+        receiver.add("g", stamp, f"m{stamp.seq}")
+    shown += [stamp for stamp, _ in receiver.ready("g")]
+    assert shown == sent
+    assert receiver.missing("g") == [] and receiver.held("g") == 0
+
+
+def test_messages_come_out_in_order_with_their_payloads():
+    receiver: Receiver[str] = Receiver()
+    a, b, c = chain([10, 25, 31])
+    assert receiver.add("g", c, "third") and receiver.add("g", a, "first")
+    assert receiver.ready("g") == [(a, "first")]
+    assert receiver.missing("g") == [Gap(after=10, through=25)]
+    receiver.add("g", b, "second")
+    assert receiver.ready("g") == [(b, "second"), (c, "third")]
+    assert receiver.shown("g") == 31
+
+
+def test_duplicates_and_messages_already_shown_are_refused():
+    receiver: Receiver[str] = Receiver()
+    a, b = chain([5, 9])
+    assert receiver.add("g", b) is True and receiver.add("g", b) is False
+    receiver.add("g", a)
+    receiver.ready("g")
+    assert receiver.add("g", a) is False and receiver.held("g") == 0
+
+
+def test_a_gap_the_store_cannot_fill_is_skipped():
+    # A sequencer without a loader starts a group it forgot at its horizon, an
+    # upper bound of the group's last seq: the store has nothing in between.
+    receiver: Receiver[str] = Receiver(last_shown=lambda group: 40)
+    after_restart = Stamp(7_001, 7_000)
+    receiver.add("g", after_restart)
+    assert receiver.ready("g") == [] and receiver.missing("g") == [Gap(40, 7_000)]
+    receiver.skip("g", 7_000)
+    assert receiver.ready("g") == [(after_restart, None)] and receiver.missing("g") == []
+
+
+def test_groups_are_independent():
+    receiver: Receiver[str] = Receiver()
+    receiver.add("a", Stamp(5, 3))
+    receiver.add(42, Stamp(2, 0))
+    assert receiver.missing("a") == [Gap(0, 3)] and receiver.missing(42) == []
+    assert receiver.ready(42) == [(Stamp(2, 0), None)] and receiver.ready("a") == []
+
+
+@pytest.mark.parametrize("stamp", [Stamp(5, 5), Stamp(5, 9), Stamp(5, -1)])
+def test_a_stamp_whose_prev_seq_is_not_below_its_seq_is_refused(stamp):
+    with pytest.raises(InvalidRequest, match="prev_seq"):
+        Receiver().add("g", stamp)

@@ -1,0 +1,304 @@
+"""The sequencer over a double buffer fed by a plain function (no network, no database).
+
+The guarantees against real servers and MariaDB (segment switches on lagging
+databases, restart with kill -9, handover) are in test_sequencer_server.py.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from idgen_client import DoubleBuffer, InvalidRequest, Segment, Sequencer, Stamp
+
+
+class Source:
+    """A fetch function over an in-memory max_id, like one database's row."""
+
+    def __init__(self, step: int = 100) -> None:
+        self.max_id = 0
+        self.step = step
+        self.floors: list[int] = []
+        self.gate: threading.Event | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, floor: int) -> Segment:
+        with self.lock:
+            self.floors.append(floor)
+        if self.gate is not None:
+            self.gate.wait(10)
+        with self.lock:
+            low = max(self.max_id, floor)
+            self.max_id = low + self.step
+            return Segment.claimed(low, self.max_id)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def buffer():
+    with DoubleBuffer(Source(step=50), name="test") as buffer:
+        yield buffer
+
+
+def assert_chains(stamps_by_group: dict[object, list[Stamp]], start: int = 0) -> None:
+    """Each group's stamps, by seq, link prev_seq -> seq with no fork and no hole."""
+    for group, stamps in stamps_by_group.items():
+        ordered = sorted(stamps, key=lambda s: s.seq)
+        assert len({s.seq for s in ordered}) == len(ordered), f"group {group}: a seq twice"
+        assert ordered[0].prev_seq == start, f"group {group}: chain starts at {ordered[0]}"
+        for before, after in zip(ordered, ordered[1:]):
+            assert after.prev_seq == before.seq, f"group {group}: {before} then {after}"
+
+
+# -- 1. increasing, one chain per group, under 16 threads --------------------------
+
+def test_sixteen_threads_on_the_same_groups_make_one_chain_per_group(buffer):
+    sequencer = Sequencer(buffer)
+    per_thread: list[list[tuple[int, Stamp]]] = []
+    start = threading.Barrier(16)
+
+    def work(seed: int) -> None:
+        got: list[tuple[int, Stamp]] = []
+        start.wait()
+        for i in range(2000):
+            group = (seed + i) % 5
+            got.append((group, sequencer.stamp(group)))
+        per_thread.append(got)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    by_group: dict[object, list[Stamp]] = defaultdict(list)
+    for got in per_thread:
+        last: dict[int, int] = {}
+        for group, stamp in got:
+            assert stamp.seq > last.get(group, 0), "a thread saw a group's seq go down"
+            last[group] = stamp.seq
+            by_group[group].append(stamp)
+    assert sum(map(len, by_group.values())) == 32_000
+    assert_chains(by_group)
+    assert buffer.fetches > 500  # the chains span hundreds of segment switches
+
+
+# -- 2. floors: the generator is moved past them, not drained ----------------------
+
+def test_a_loader_value_above_the_generator_moves_it_there_in_one_fetch():
+    source = Source(step=100)
+    with DoubleBuffer(source) as buffer:
+        assert buffer.next_id() == 1
+        sequencer = Sequencer(buffer, loader=lambda group: 1_000_000)
+        first, second = sequencer.stamp("g"), sequencer.stamp("g")
+    assert first == Stamp(1_000_001, 1_000_000) and second == Stamp(1_000_002, 1_000_001)
+    assert sequencer.skips == 1
+    assert 1_000_000 in source.floors and len(source.floors) <= 4  # draining takes 10,000
+
+
+def test_skip_past_drops_buffered_ids_and_keeps_ids_increasing():
+    source = Source(step=100)
+    with DoubleBuffer(source) as buffer:
+        before = [buffer.next_id() for _ in range(30)]  # preload of (100, 200] started
+        segment = buffer.skip_past(5_000)
+        after = [buffer.next_id() for _ in range(300)]
+    assert segment.start == 5_001 and after[0] == 5_001
+    assert before + after == sorted(set(before + after))
+
+
+def test_a_fetch_that_skip_past_overtook_is_discarded_not_installed():
+    source = Source(step=100)
+    with DoubleBuffer(source, preload_at=0.5) as buffer:
+        assert buffer.next_id() == 1
+        source.gate = threading.Event()
+        while buffer.next_id() < 51:  # past the threshold: the loader fetches (100, 200]
+            pass
+        deadline = time.monotonic() + 10
+        while len(source.floors) < 2:
+            assert time.monotonic() < deadline, "the preload never started"
+            time.sleep(0.001)
+        buffer.skip_past(5_000, fetch=lambda floor: Segment.claimed(floor, floor + 100))
+        source.gate.set()
+        ids = [buffer.next_id() for _ in range(250)]
+    assert ids == sorted(set(ids)) and ids[0] == 5_001
+    assert source.floors[:2] == [0, 100] and source.floors[2] >= 5_100  # refetched above
+
+
+def test_a_generator_without_skip_past_is_drawn_up_to_the_floor():
+    class Counter:
+        def __init__(self) -> None:
+            self.last = 0
+            self.floor = 0
+
+        def next_id(self) -> int:
+            self.last += 1
+            return self.last
+
+    sequencer = Sequencer(Counter(), loader=lambda group: 500)
+    first = sequencer.stamp("g")
+    assert first.prev_seq == 500 and 500 < first.seq <= 502
+
+
+# -- 4. handover: the loader's value is the first prev_seq -------------------------
+
+def test_a_group_met_for_the_first_time_continues_from_the_loader(buffer):
+    loaded: list[object] = []
+
+    def loader(group: object) -> int:
+        loaded.append(group)
+        return 40
+
+    sequencer = Sequencer(buffer, loader=loader)
+    stamps = [sequencer.stamp(7) for _ in range(3)]
+    assert stamps[0].prev_seq == 40 and stamps[0].seq > 40
+    assert_chains({7: stamps}, start=40)
+    assert loaded == [7]
+
+
+def test_without_a_loader_a_new_group_starts_at_the_horizon(buffer):
+    buffer.next_ids(120)
+    sequencer = Sequencer(buffer)
+    assert sequencer.horizon == buffer.floor
+    first = sequencer.stamp("new")
+    assert first.prev_seq == sequencer.horizon < first.seq
+
+
+# -- 5. retries --------------------------------------------------------------------
+
+def test_a_retry_within_the_window_gets_the_same_stamp(buffer):
+    clock = Clock()
+    sequencer = Sequencer(buffer, retry_window=30, clock=clock)
+    first = sequencer.stamp("g", "m1")
+    sequencer.stamp("g")
+    clock.now += 29.9
+    assert sequencer.stamp("g", "m1") == first
+    assert sequencer.stamp("other", "m1") != first  # the same id in another group is new
+
+
+def test_a_retry_after_the_window_is_a_new_message(buffer):
+    clock = Clock()
+    sequencer = Sequencer(buffer, retry_window=30, clock=clock)
+    first = sequencer.stamp("g", "m1")
+    clock.now += 30
+    again = sequencer.stamp("g", "m1")
+    assert again.seq > first.seq and again.prev_seq == first.seq
+
+
+def test_the_retry_log_keeps_at_most_max_retries_entries(buffer):
+    sequencer = Sequencer(buffer, max_retries=3, clock=Clock())
+    first = sequencer.stamp("g", "m0")
+    for n in range(1, 3):
+        sequencer.stamp("g", f"m{n}")
+    assert sequencer.stamp("g", "m0") == first  # 2 since: still known
+    for n in range(3, 6):
+        sequencer.stamp("g", f"m{n}")
+    assert sequencer.stamp("g", "m0") != first  # 3 since: forgotten
+
+
+def test_concurrent_retries_of_one_message_get_one_stamp(buffer):
+    sequencer = Sequencer(buffer)
+    start = threading.Barrier(16)
+    got: list[Stamp] = []
+
+    def send() -> None:
+        start.wait()
+        for _ in range(50):
+            got.append(sequencer.stamp("g", "same"))
+
+    threads = [threading.Thread(target=send) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 800 and len(set(got)) == 1
+    assert sequencer.stamp("g").prev_seq == got[0].seq
+
+
+def test_a_retry_is_recognised_after_its_group_was_evicted(buffer):
+    sequencer = Sequencer(buffer, max_groups=4, clock=Clock())
+    first = sequencer.stamp("g", "m1")
+    for group in range(20):
+        sequencer.stamp(group)
+    assert "g" not in {k for k in sequencer._young} | set(sequencer._old)
+    assert sequencer.stamp("g", "m1") == first
+
+
+# -- 6. bounded memory, guarantees intact after eviction ---------------------------
+
+def test_memory_stays_within_max_groups(buffer):
+    sequencer = Sequencer(buffer, max_groups=100)
+    for group in range(10_000):
+        sequencer.stamp(f"group-{group}")
+        assert len(sequencer) <= 100
+
+
+def test_a_group_is_kept_until_half_of_max_groups_others_were_stamped(buffer):
+    sequencer = Sequencer(buffer, max_groups=10)
+    for warm in range(7):  # fill the generations with others first
+        sequencer.stamp(f"warm-{warm}")
+    last = sequencer.stamp("g")
+    for other in range(4):
+        sequencer.stamp(other)
+    assert sequencer.stamp("g").prev_seq == last.seq  # remembered: exact chain
+
+
+def test_a_forgotten_group_returns_above_its_last_seq(buffer):
+    sequencer = Sequencer(buffer, max_groups=4)
+    last = sequencer.stamp("g")
+    for group in range(50):
+        sequencer.stamp(group)
+    back = sequencer.stamp("g")
+    assert back.seq > last.seq
+    assert back.prev_seq >= last.seq  # an upper bound of the last seq: a receiver asks
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 9), st.none() | st.integers(0, 3)), max_size=300))
+def test_with_a_loader_chains_stay_exact_through_evictions_and_retries(ops):
+    stored: dict[int, int] = {}  # the application's message store: highest seq per group
+    sent: dict[tuple[int, int], Stamp] = {}
+    by_group: dict[object, list[Stamp]] = defaultdict(list)
+    with DoubleBuffer(Source(step=7)) as buffer:
+        sequencer = Sequencer(buffer, loader=lambda g: stored.get(g, 0), max_groups=4,
+                              clock=Clock())
+        for group, msg in ops:
+            stamp = sequencer.stamp(group, None if msg is None else str(msg))
+            if msg is not None and (group, msg) in sent:
+                assert stamp == sent[(group, msg)]
+                continue
+            if msg is not None:
+                sent[(group, msg)] = stamp
+            stored[group] = stamp.seq
+            by_group[group].append(stamp)
+    assert_chains(by_group)
+
+
+# -- bad input -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("group", [1.5, None, True, b"g"])
+def test_a_group_id_is_a_str_or_an_int(buffer, group):
+    with pytest.raises(InvalidRequest, match="group id"):
+        Sequencer(buffer).stamp(group)
+
+
+@pytest.mark.parametrize("value", [-1, "12", None])
+def test_a_loader_value_that_is_not_a_seq_is_refused_by_name(buffer, value):
+    with pytest.raises(InvalidRequest, match="loader returned"):
+        Sequencer(buffer, loader=lambda group: value).stamp("g")
+
+
+def test_settings_are_validated_at_construction(buffer):
+    with pytest.raises(InvalidRequest, match="max_groups"):
+        Sequencer(buffer, max_groups=1)
+    with pytest.raises(InvalidRequest, match="retry_window"):
+        Sequencer(buffer, retry_window=-1)
