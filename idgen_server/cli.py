@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", action="append", metavar="URL",
                        help="a database (SQLAlchemy URL); repeat for several: DB k of n serves "
                        "IDs = k (mod n). Env IDGEN_DB (comma-separated). Default sqlite:///idgen.db")
+    serve.add_argument("--config", metavar="FILE",
+                       help="TOML file with any of: db, listen, workers, metrics_port, "
+                       "db_timeout, preload_at (env IDGEN_CONFIG); flags and env win")
     serve.add_argument("--listen", metavar="HOST:PORT",
                        help=f"address to serve on (env IDGEN_LISTEN; default {DEFAULT_TARGET})")
     serve.add_argument("--workers", type=_bounded_int(1, 1024), help="RPC threads (default 32)")
@@ -91,7 +94,8 @@ def _serve(args: argparse.Namespace) -> int:
     from idgen_server.server import IdGenServer
 
     config = ServerConfig.from_sources(
-        db=args.db, listen=args.listen, env=os.environ, workers=args.workers,
+        db=args.db, listen=args.listen, env=os.environ, config_file=args.config,
+        workers=args.workers,
         metrics_port=args.metrics_port, preload_at=args.preload_at, db_timeout=args.db_timeout)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,11 +1,20 @@
 """Server configuration: one frozen value, built once, validated at construction.
 
 Precedence: command-line flags, then environment variables (``IDGEN_DB``,
-comma-separated URLs; ``IDGEN_LISTEN``), then the defaults, which need no
-set-up at all: the SQLite file ``./idgen.db`` and ``127.0.0.1:50051``.
+comma-separated URLs; ``IDGEN_LISTEN``), then a TOML file (``--config``, or
+``IDGEN_CONFIG``), then the defaults, which need no set-up at all: the SQLite
+file ``./idgen.db`` and ``127.0.0.1:50051``. A config file looks like::
+
+    db = ["mysql://idgen@db0/idgen", "mysql://idgen@db1/idgen"]
+    listen = "0.0.0.0:50051"
+    workers = 32
+    metrics_port = 9100
+    db_timeout = 3.0
+    preload_at = 0.2
 """
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -63,16 +72,47 @@ class ServerConfig:
         db: Sequence[str] | None = None,
         listen: str | None = None,
         env: Mapping[str, str],
+        config_file: str | None = None,
         **overrides: object,
     ) -> ServerConfig:
-        """Flags first (None means not given), then ``env``, then defaults."""
+        """Flags first (None means not given), then ``env``, then the file, then defaults."""
+        path = config_file or env.get("IDGEN_CONFIG", "").strip() or None
+        settings = _read_file(path) if path else {}
         urls: tuple[str, ...]
         if db:
             urls = tuple(db)
         elif env.get("IDGEN_DB", "").strip():
             urls = tuple(u.strip() for u in env["IDGEN_DB"].split(",") if u.strip())
+        elif "db" in settings:
+            db_setting = settings.pop("db")
+            urls = (db_setting,) if isinstance(db_setting, str) else tuple(db_setting)
         else:
             urls = (DEFAULT_DB,)
-        listen = listen or env.get("IDGEN_LISTEN", "").strip() or DEFAULT_LISTEN
+        settings.pop("db", None)
+        listen = (listen or env.get("IDGEN_LISTEN", "").strip()
+                  or str(settings.pop("listen", DEFAULT_LISTEN)))
+        settings.pop("listen", None)
         given = {k: v for k, v in overrides.items() if v is not None}
-        return cls(db_urls=urls, listen=listen, **given)  # type: ignore[arg-type]
+        try:
+            return cls(db_urls=urls, listen=listen, **{**settings, **given})  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise InvalidRequest(f"config file {path}: {exc}") from None
+
+
+_FILE_KEYS = {"db", "listen", "workers", "preload_at", "db_timeout", "metrics_port", "grace"}
+
+
+def _read_file(path: str) -> dict[str, object]:
+    """The settings of a TOML config file; ``InvalidRequest`` names what is wrong."""
+    try:
+        with open(path, "rb") as handle:
+            settings = tomllib.load(handle)
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidRequest(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(settings) - _FILE_KEYS)
+    if unknown:
+        raise InvalidRequest(
+            f"config file {path} has unknown settings {unknown}; known: {sorted(_FILE_KEYS)}")
+    return settings

@@ -102,3 +102,26 @@ def test_bad_arguments_exit_2_with_a_reason(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_config_file_configures_the_server_and_flags_win(tmp_path, start_server):
+    url = f"sqlite:///{tmp_path}/file.db"
+    assert idgen("init-db", "--db", url).returncode == 0
+    assert idgen("add-biz", "fromfile", "--db", url).returncode == 0
+    config = tmp_path / "idgen.toml"
+    config.write_text(f'db = ["{url}"]\nlisten = "127.0.0.1:1"\nworkers = 4\n')
+    server = start_server([], extra_args=["--config", str(config)])  # --listen 127.0.0.1:0 wins
+    result = idgen("next", "fromfile", "--target", server.address)
+    assert result.returncode == 0 and int(result.stdout) == 1
+
+
+@pytest.mark.parametrize("content,message", [
+    ("db = [", "not valid TOML"),
+    ("colour = 'blue'", "unknown settings ['colour']"),
+    ("workers = 0", "workers must be in 1..1024"),
+])
+def test_a_bad_config_file_is_refused_with_a_reason(tmp_path, content, message):
+    config = tmp_path / "idgen.toml"
+    config.write_text(content)
+    result = idgen("serve", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
