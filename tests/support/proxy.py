@@ -8,14 +8,59 @@ Modes:
   clients block until their own timeouts fire.
 - ``up`` with ``delay``: every chunk is held back ``delay`` seconds.
 
+On top of any of them, ``drop_at_commit()`` arms a one-shot (or n-shot) trap
+for the MySQL protocol, whose queries travel as plain text (``COM_QUERY``,
+command byte 3): the next ``COMMIT`` that follows an ``UPDATE`` on a connection
+is either never forwarded (the connection is dropped between the ``UPDATE`` and
+the commit, so the database rolls the update back) or forwarded with its answer
+swallowed (the commit happened, the client never learns it). Each drop is
+recorded in ``drops`` with the ``max_id`` the ``UPDATE`` set, so a test can
+check that the range it claimed is never handed out.
+
 ``restore()`` listens again on the same port: clients reconnect as to a
 database that came back.
 """
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
+
+__all__ = ["CommitDrop", "TcpProxy"]
+
+_COM_QUERY = 3
+_MAX_ID = re.compile(rb"max_id\s*=\s*(\d+)")
+
+
+@dataclass
+class CommitDrop:
+    """One connection dropped at a commit: ``before`` it reached the DB or ``after``."""
+
+    when: str
+    update: bytes
+    max_id: int | None
+    at: float = field(default_factory=time.monotonic)
+
+
+def _query(data: bytes) -> bytes | None:
+    """The SQL text of a MySQL ``COM_QUERY`` packet, else None."""
+    if len(data) > 5 and data[4] == _COM_QUERY:
+        return data[5:]
+    return None
+
+
+class _Link:
+    """One proxied connection: both sockets and the commit trap's state."""
+
+    __slots__ = ("client", "upstream", "pending_update", "swallow")
+
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.pending_update: bytes | None = None
+        self.swallow = False
 
 
 class TcpProxy:
@@ -24,6 +69,9 @@ class TcpProxy:
         self.host = host
         self.mode = "up"
         self.delay = 0.0
+        self.drops: list[CommitDrop] = []
+        self._commit_traps = 0
+        self._commit_when = "before"
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._stopped = threading.Event()
@@ -45,6 +93,11 @@ class TcpProxy:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def url(self, database_url: str) -> str:
+        """``database_url`` with its ``host:port`` replaced by this proxy's."""
+        host, port = self.target
+        return database_url.replace(f"@{host}:{port}/", f"@{self.host}:{self.port}/")
+
     def _accept(self, listener: socket.socket) -> None:
         while not self._stopped.is_set():
             try:
@@ -53,16 +106,22 @@ class TcpProxy:
                 return
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
+                # create_connection's timeout would also apply to every recv: an idle
+                # pooled connection must not be cut after 5 s of silence.
+                upstream.settimeout(None)
             except OSError:
                 client.close()
                 continue
+            link = _Link(client, upstream)
             with self._lock:
                 self._conns.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst),
-                                 name=f"tcp-proxy-pump-{self.port}", daemon=True).start()
+            threading.Thread(target=self._pump, args=(link, True),
+                             name=f"tcp-proxy-pump-{self.port}", daemon=True).start()
+            threading.Thread(target=self._pump, args=(link, False),
+                             name=f"tcp-proxy-pump-{self.port}", daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, link: _Link, outbound: bool) -> None:
+        src, dst = (link.client, link.upstream) if outbound else (link.upstream, link.client)
         try:
             while True:
                 data = src.recv(65536)
@@ -74,6 +133,11 @@ class TcpProxy:
                     break
                 if self.delay:
                     time.sleep(self.delay)
+                if outbound:
+                    if self._trap_commit(link, data):
+                        break
+                elif link.swallow:
+                    break  # the commit's answer: the client never learns that it happened
                 dst.sendall(data)
         except OSError:
             pass
@@ -81,9 +145,39 @@ class TcpProxy:
             for s in (src, dst):
                 self._close(s)
 
+    def _trap_commit(self, link: _Link, data: bytes) -> bool:
+        """True if this packet is the COMMIT to drop the connection on (before it)."""
+        sql = _query(data)
+        if sql is None:
+            return False
+        head = sql.lstrip()[:6].upper()
+        if head == b"UPDATE":
+            link.pending_update = sql
+            return False
+        if head != b"COMMIT" or link.pending_update is None:
+            return False
+        update, link.pending_update = link.pending_update, None
+        with self._lock:
+            if self._commit_traps <= 0:
+                return False
+            self._commit_traps -= 1
+            when = self._commit_when
+            match = _MAX_ID.search(update)
+            self.drops.append(CommitDrop(when, update, int(match.group(1)) if match else None))
+        if when == "after":
+            link.swallow = True
+            return False
+        return True
+
     def _close(self, sock: socket.socket) -> None:
         with self._lock:
             self._conns.discard(sock)
+        try:
+            # close() alone does not end a connection another thread is blocked in recv()
+            # on: the peer would never learn (a database would keep its transaction open).
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         except OSError:
@@ -120,8 +214,24 @@ class TcpProxy:
         self.delay = delay
         self.mode = "up"
 
+    def drop_at_commit(self, times: int = 1, *, after: bool = False) -> None:
+        """Drop the connection at the next ``times`` COMMITs that follow an UPDATE.
+
+        ``after=False``: the COMMIT is never forwarded (the update is rolled back).
+        ``after=True``: it is forwarded and its answer swallowed (the update stays).
+        """
+        with self._lock:
+            self._commit_traps = times
+            self._commit_when = "after" if after else "before"
+
+    def disarm(self) -> int:
+        """Cancel the commit traps not sprung yet; returns how many there were."""
+        with self._lock:
+            left, self._commit_traps = self._commit_traps, 0
+            return left
+
     def restore(self) -> None:
-        """Back to normal; listens again if it was refusing."""
+        """Back to normal; listens again if it was refusing. Commit traps stay armed."""
         if self.mode == "hang":
             self._drop_connections()  # hung connections are dead to their clients anyway
         self.delay = 0.0

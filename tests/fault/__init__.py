@@ -1,0 +1,1 @@
+"""The fault-injection harness: real servers, real databases, faults on a schedule."""
