@@ -1,0 +1,283 @@
+"""What idgen does when parts of it die: real servers, real MariaDB databases, a real proxy.
+
+Each test injects one kind of fault and checks the behaviour the fault issue
+promises; ``tests/test_faults_harness.py`` runs them all together under load.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from idgen_client import (
+    INT64_MAX,
+    IdGenError,
+    IdSpaceExhausted,
+    LocalGenerator,
+    RemoteClient,
+    ServiceUnavailable,
+)
+from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
+from idgen_server.store import SegmentStore
+from tests.support.databases import MARIADB_HOST, MARIADB_PORT
+from tests.support.proxy import TcpProxy
+
+pytestmark = pytest.mark.mariadb
+
+
+class Databases:
+    """n fresh MariaDB databases, each behind its own proxy; biz types registered in all."""
+
+    def __init__(self, make_mariadb, n: int) -> None:
+        self.urls = [make_mariadb() for _ in range(n)]
+        self.stores = [SegmentStore(url) for url in self.urls]
+        for store in self.stores:
+            store.create_schema()
+        self.proxies = [TcpProxy(MARIADB_HOST, MARIADB_PORT) for _ in self.urls]
+        self.proxied = [p.url(u) for p, u in zip(self.proxies, self.urls)]
+
+    def register(self, biz_type: str, step: int) -> None:
+        for k, store in enumerate(self.stores):
+            store.register(biz_type, step=step, delta=len(self.stores), remainder=k)
+
+    def rows(self, biz_type: str):
+        """Each database's row, read directly, not through its proxy."""
+        return [store.read(biz_type) for store in self.stores]
+
+    def set_max_id(self, biz_type: str, max_id: int) -> None:
+        for store in self.stores:
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("UPDATE idgen_segment SET max_id = %s WHERE biz_type = %s",
+                                     (max_id, biz_type))
+
+    def close(self) -> None:
+        for proxy in self.proxies:
+            proxy.close()
+        for store in self.stores:
+            store.close()
+
+
+@pytest.fixture
+def two_dbs(make_mariadb):
+    dbs = Databases(make_mariadb, 2)
+    yield dbs
+    dbs.close()
+
+
+@pytest.fixture
+def one_db(make_mariadb):
+    dbs = Databases(make_mariadb, 1)
+    yield dbs
+    dbs.close()
+
+
+def wait_until(condition, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def allocations(dbs: Databases, biz_type: str) -> int:
+    return sum(row.version for row in dbs.rows(biz_type))
+
+
+# -- one database of two cut off -------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cut", ["refuse", "hang"])
+def test_one_db_of_two_cut_callers_see_no_error_and_the_other_dbs_ids_keep_flowing(
+        two_dbs, start_server, cut):
+    two_dbs.register("remote", step=200)  # 100 IDs per segment: 10 segments below
+    two_dbs.register("local", step=200)
+    server = start_server(two_dbs.proxied)
+    with RemoteClient(server.address) as client, LocalGenerator("local", client) as generator:
+        client.next_ids("remote", 10)
+        generator.next_ids(10)
+        before = two_dbs.rows("remote") + two_dbs.rows("local")
+        getattr(two_dbs.proxies[0], cut)()
+        remote = [i for _ in range(20) for i in client.next_ids("remote", 50)]
+        local = [i for _ in range(20) for i in generator.next_ids(50)]
+        after = two_dbs.rows("remote") + two_dbs.rows("local")
+    assert len(set(remote)) == len(set(local)) == 1000
+    # The cut database allocated nothing more; the other kept allocating ...
+    assert after[0].version == before[0].version and after[2].version == before[2].version
+    assert after[1].version > before[1].version and after[3].version > before[3].version
+    # ... so once the buffered segments (at most 2 x 100 IDs each) are used up, every ID
+    # comes from database 1: IDs = 1 (mod 2).
+    assert {i % 2 for i in remote[-700:]} == {1} and {i % 2 for i in local[-700:]} == {1}
+    assert local == sorted(local)
+
+
+# -- all databases cut off ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_all_dbs_cut_local_generator_and_server_serve_their_buffers_then_unavailable_then_recover(
+        two_dbs, start_server):
+    two_dbs.register("local", step=200)  # 100 IDs per segment
+    two_dbs.register("remote", step=200)
+    server = start_server(two_dbs.proxied)
+    client = RemoteClient(server.address, retries=1, timeout=2)
+    generator = LocalGenerator("local", client, wait_timeout=10)
+    stub_channel = grpc.insecure_channel(server.address)
+    stub = idgen_pb2_grpc.IdGeneratorStub(stub_channel)
+
+    def next_remote(count: int = 1) -> list[int]:
+        return list(stub.NextId(idgen_pb2.NextIdRequest(biz_type="remote", count=count),
+                                timeout=10).ids)
+
+    try:
+        seen = generator.next_ids(30) + next_remote(30)  # both cross the 20% preload mark
+        wait_until(lambda: generator.fetches == 2, what="the generator's preload")
+        wait_until(lambda: allocations(two_dbs, "remote") == 2, what="the server's preload")
+        for proxy in two_dbs.proxies:
+            proxy.refuse()
+
+        buffered = []
+        with pytest.raises(ServiceUnavailable) as info:
+            for _ in range(1000):
+                buffered.append(generator.next_id())
+        assert len(buffered) == 70 + 100, "the generator serves exactly what it had buffered"
+        assert "retry" in str(info.value) and "could allocate" in str(info.value)
+
+        served = []
+        with pytest.raises(grpc.RpcError) as rpc_info:
+            for _ in range(1000):
+                served += next_remote()
+        assert len(served) == 70 + 100, "the server serves exactly what it had buffered"
+        assert rpc_info.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "retry later" in rpc_info.value.details()
+
+        for proxy in two_dbs.proxies:
+            proxy.restore()
+        recovered = {}
+
+        def recovers(name, draw):
+            try:
+                recovered[name] = draw()
+            except (IdGenError, grpc.RpcError):
+                return False
+            return True
+
+        wait_until(lambda: recovers("local", lambda: generator.next_ids(10)), 30,
+                   "the generator to recover")
+        wait_until(lambda: recovers("remote", lambda: next_remote(10)), 30,
+                   "the server to recover")
+    finally:
+        generator.close()
+        client.close()
+        stub_channel.close()
+    assert recovered["local"][0] > buffered[-1], "the generator's IDs still increase"
+    local = seen[:30] + buffered + recovered["local"]
+    remote = seen[30:] + served + recovered["remote"]
+    assert len(set(local)) == len(local) and len(set(remote)) == len(remote)
+
+
+# -- a server killed ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_killed_server_remote_clients_fail_over_and_its_buffered_ids_are_never_handed_out(
+        two_dbs, start_server):
+    two_dbs.register("k", step=1000)  # 500 IDs per segment
+    a = start_server(two_dbs.urls)
+    with RemoteClient(a.address) as only_a:
+        from_a = only_a.next_ids("k", 300)  # A claims a segment and preloads a second
+    wait_until(lambda: allocations(two_dbs, "k") == 2, what="A's preload")
+    # Everything A holds lies at or below each database's max_id now.
+    at_kill = {k: row.max_id for k, row in enumerate(two_dbs.rows("k"))}
+    b = start_server(two_dbs.urls)
+
+    calls: list[tuple[float, list[int]]] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    client = RemoteClient([a.address, b.address], retries=4, timeout=2)
+
+    def load() -> None:
+        while not stop.is_set() and len(calls) < 10_000:
+            started = time.monotonic()
+            try:
+                calls.append((started, client.next_ids("k", 20)))
+            except IdGenError as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=load, name="load")
+    thread.start()
+    try:
+        wait_until(lambda: len(calls) >= 20, what="calls before the kill")
+        a.kill()
+        killed = time.monotonic()
+        wait_until(lambda: sum(t > killed for t, _ in calls) >= 100, what="calls after the kill")
+    finally:
+        stop.set()
+        thread.join(30)
+        client.close()
+    a.start()
+    with RemoteClient(a.address) as restarted:
+        from_restarted = restarted.next_ids("k", 300)
+
+    assert errors == [], "failover hides the dead server"
+    after_kill = [i for t, ids in calls if t > killed for i in ids] + from_restarted
+    handed_out_again = [i for i in after_kill if i <= at_kill[i % 2]]
+    assert handed_out_again == [], "nothing the dead server had buffered is handed out again"
+    everything = from_a + [i for _, ids in calls for i in ids] + from_restarted
+    assert len(set(everything)) == len(everything)
+
+
+# -- the int64 range running out ---------------------------------------------------------
+
+def test_int64_running_out_on_two_dbs_is_resource_exhausted_and_never_above_2_63_minus_1(
+        two_dbs, start_server):
+    two_dbs.register("top", step=1000)
+    two_dbs.register("top-local", step=1000)
+    two_dbs.set_max_id("top", INT64_MAX - 1500)
+    two_dbs.set_max_id("top-local", INT64_MAX - 1500)
+    server = start_server(two_dbs.urls)
+    ids: list[int] = []
+    with grpc.insecure_channel(server.address) as channel:
+        stub = idgen_pb2_grpc.IdGeneratorStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            for _ in range(2000):
+                ids += stub.NextId(idgen_pb2.NextIdRequest(biz_type="top", count=1), timeout=10).ids
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and "int64" in info.value.details()
+    # Increasing (so a database whose range lies below the server's floor is passed by),
+    # up to the very top, none twice, none beyond.
+    assert ids == sorted(set(ids)) and INT64_MAX - 1500 < ids[0] and ids[-1] >= INT64_MAX - 1
+    assert all(i <= INT64_MAX for i in ids)
+
+    with LocalGenerator("top-local", server.address) as generator:
+        local = []
+        with pytest.raises(IdSpaceExhausted, match="int64"):
+            for _ in range(2000):
+                local.append(generator.next_id())
+    assert local == sorted(set(local)) and INT64_MAX - 1500 < local[0] and local[-1] >= INT64_MAX - 1
+    assert all(i <= INT64_MAX for i in local)
+
+
+# -- a connection dropped at the commit ------------------------------------------------
+
+def test_connection_dropped_between_update_and_commit_rolls_back_and_the_range_is_claimed_again(
+        one_db, start_server):
+    one_db.register("c", step=100)
+    server = start_server(one_db.proxied)
+    one_db.proxies[0].drop_at_commit(1)
+    with RemoteClient(server.address, retries=4) as client:
+        ids = client.next_ids("c", 10)
+    [drop] = one_db.proxies[0].drops
+    assert drop.when == "before" and drop.max_id == 100
+    # The update never committed, so the retry claimed the very same range: (0, 100].
+    assert ids == list(range(1, 11))
+
+
+def test_commit_whose_answer_is_lost_wastes_its_range_never_hands_it_out(one_db, start_server):
+    one_db.register("c", step=100)
+    server = start_server(one_db.proxied)
+    one_db.proxies[0].drop_at_commit(1, after=True)
+    with RemoteClient(server.address, retries=4) as client:
+        ids = client.next_ids("c", 150)
+    [drop] = one_db.proxies[0].drops
+    assert drop.when == "after" and drop.max_id == 100
+    assert one_db.rows("c")[0].max_id >= 300, "the lost range stays claimed"
+    # (0, 100] committed but its answer was lost: wasted, never handed out.
+    assert min(ids) > 100 and ids == list(range(101, 251))
