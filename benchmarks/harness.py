@@ -1,0 +1,326 @@
+"""What every scenario shares: the result row, the timing loops, progress, workers.
+
+A figure is only ever reported next to a baseline measured in the same run on
+the same machine, and the ratio is always ``idgen / baseline``: for rates higher
+is better, for latencies lower is better (the row's ``target`` says which).
+
+A scenario declares its figures before it runs, so that a scenario that cannot
+run (no MariaDB, a package missing) still reports every one of them, each
+marked skipped with the reason: nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import repeat
+
+__all__ = [
+    "Row", "Run", "Worker", "WorkerPool", "percentiles", "progress", "rate_loop",
+    "threaded_rate", "worst_call",
+]
+
+_T0 = time.monotonic()
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def progress(message: str) -> None:
+    """One line of progress on stderr, with the time since the run started."""
+    print(f"[{time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Row:
+    """One figure of the table: idgen against a baseline measured in the same run."""
+
+    key: str
+    scenario: int
+    figure: str
+    unit: str
+    baseline_name: str
+    target: str = ""
+    idgen: float | None = None
+    baseline: float | None = None
+    met: bool | None = None
+    note: str = ""
+    skipped: str | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.idgen is None or not self.baseline:
+            return None
+        return self.idgen / self.baseline
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["ratio"] = self.ratio
+        return data
+
+
+class Run:
+    """The rows of one run, by key, in the order they were declared."""
+
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.rows: dict[str, Row] = {}
+        self.scenarios: dict[int, dict[str, object]] = {}
+
+    def declare(self, row: Row) -> Row:
+        self.rows[row.key] = row
+        return row
+
+    def start(self, scenario: int, title: str) -> None:
+        self.scenarios[scenario] = {"title": title, "status": "running", "reason": None}
+        progress(f"scenario {scenario}: {title}")
+
+    def finish(self, scenario: int) -> None:
+        status = self.scenarios[scenario]
+        rows = [r for r in self.rows.values() if r.scenario == scenario]
+        if rows and all(r.skipped for r in rows):
+            status["status"] = "skipped"
+            status["reason"] = rows[0].skipped
+        elif any(r.skipped for r in rows):
+            status["status"] = "partial"
+        else:
+            status["status"] = "ran"
+
+    def skip(self, scenario: int, reason: str, *, only_missing: bool = False) -> None:
+        """Mark the scenario's figures skipped (those without a value, if ``only_missing``)."""
+        for row in self.rows.values():
+            missing = row.idgen is None or row.baseline is None
+            if row.scenario == scenario and (missing or not only_missing):
+                row.skipped = reason
+        progress(f"scenario {scenario}: skipped: {reason}")
+
+
+# -- in-process timing --------------------------------------------------------
+
+def rate_loop(fn: Callable[[], object], n: int) -> float:
+    """Seconds for ``n`` calls of the zero-argument callable ``fn`` in a bare loop.
+
+    Every in-process candidate, idgen and baselines alike, is timed by exactly
+    this loop, so the loop's own cost (about 10 ns a turn) is in every figure.
+    """
+    start = time.perf_counter()
+    for _ in repeat(None, n):
+        fn()
+    return time.perf_counter() - start
+
+
+def best_rate(fn: Callable[[], object], n: int, rounds: int) -> float:
+    """Calls per second: the best of ``rounds`` timed loops (the least disturbed one)."""
+    rate_loop(fn, min(n, 10_000))  # warm up: specialise the bytecode, fill caches
+    return max(n / rate_loop(fn, n) for _ in range(rounds))
+
+
+def threaded_rate(fn: Callable[[], object], threads: int, n_per_thread: int) -> float:
+    """Total calls per second of ``threads`` threads each calling ``fn`` ``n`` times."""
+    barrier = threading.Barrier(threads + 1)
+
+    def body() -> None:
+        barrier.wait()
+        rate_loop(fn, n_per_thread)
+
+    workers = [threading.Thread(target=body, name=f"bench-caller-{i}", daemon=True)
+               for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return threads * n_per_thread / (time.perf_counter() - start)
+
+
+def worst_call(fn: Callable[[], object], n: int, slow_ns: int = 100_000
+               ) -> tuple[float, list[int], int]:
+    """Time each of ``n`` calls alone: (worst seconds, the 5 worst in ns, calls over ``slow_ns``)."""
+    clock = time.perf_counter_ns
+    worst: list[int] = []
+    floor = 0
+    slow = 0
+    for _ in repeat(None, n):
+        t0 = clock()
+        fn()
+        took = clock() - t0
+        if took > slow_ns:
+            slow += 1
+        if took > floor:
+            worst.append(took)
+            if len(worst) > 64:
+                worst.sort(reverse=True)
+                del worst[5:]
+                floor = worst[-1]
+    worst.sort(reverse=True)
+    return worst[0] / 1e9, worst[:5], slow
+
+
+def percentiles(samples: Sequence[float], points: Iterable[float] = (50, 99, 99.9)
+                ) -> dict[str, float]:
+    """Nearest-rank percentiles of ``samples`` (empty -> no keys)."""
+    ordered = sorted(samples)
+    out: dict[str, float] = {}
+    if not ordered:
+        return out
+    for p in points:
+        rank = max(1, -(-len(ordered) * p // 100))
+        out[f"p{p:g}"] = ordered[int(rank) - 1]
+    return out
+
+
+# -- worker processes -----------------------------------------------------------
+
+class Worker:
+    """A ``python -m benchmarks.worker`` process: one JSON command in, one JSON answer out.
+
+    Load generators and racing allocators run in their own processes so that
+    the GIL of the measuring process is never what is measured.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.worker"], cwd=_ROOT, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def send(self, command: dict[str, object]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self, timeout: float) -> dict[str, object]:
+        assert self.proc.stdout is not None
+        answer: list[str] = []
+        reader = threading.Thread(target=lambda: answer.append(self.proc.stdout.readline()),
+                                  name="bench-worker-read", daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not answer or not answer[0]:
+            raise RuntimeError(f"worker {self.name} did not answer within {timeout:g}s "
+                               f"(exit status {self.proc.poll()})")
+        result = json.loads(answer[0])
+        if "error" in result:
+            raise RuntimeError(f"worker {self.name}: {result['error']}")
+        return result
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class WorkerPool:
+    """Worker processes started on demand and kept for the whole run."""
+
+    def __init__(self) -> None:
+        self._workers: list[Worker] = []
+
+    def get(self, n: int) -> list[Worker]:
+        while len(self._workers) < n:
+            self._workers.append(Worker(f"w{len(self._workers)}"))
+        return self._workers[:n]
+
+    def run_all(self, commands: Sequence[dict[str, object]], timeout: float
+                ) -> list[dict[str, object]]:
+        """Send one command to each of the first ``len(commands)`` workers; gather answers."""
+        workers = self.get(len(commands))
+        for worker, command in zip(workers, commands):
+            worker.send(command)
+        return [worker.receive(timeout) for worker in workers]
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.close()
+        self._workers.clear()
+
+
+class ServerProcess:
+    """``python -m benchmarks.server`` in its own process; a context manager."""
+
+    def __init__(self, mode: str, db_url: str, *, workers: int | None = None) -> None:
+        self.mode = mode
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
+        args = [sys.executable, "-m", "benchmarks.server", "--mode", mode, "--db", db_url]
+        if workers:
+            args += ["--workers", str(workers)]
+        self.proc = subprocess.Popen(args, cwd=_ROOT, env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            self.close()
+            raise RuntimeError(f"the {mode} benchmark server did not start: {line!r}")
+        self.address = line.split()[1]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(15)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@dataclass
+class Context:
+    """What the scenarios share in one run."""
+
+    run: Run
+    pool: WorkerPool
+    sqlite_url: str
+    """A fresh SQLite database with the schema and the benchmark biz types."""
+    mariadb_url: str | None
+    """A fresh MariaDB database with the same, or None (``mariadb_reason`` says why)."""
+    mariadb_reason: str = ""
+    servers: dict[str, ServerProcess] = field(default_factory=dict)
+
+    @property
+    def quick(self) -> bool:
+        return self.run.quick
+
+    def server(self, mode: str) -> ServerProcess:
+        """The benchmark server of ``mode`` ('idgen' or 'null') on SQLite, started once."""
+        if mode not in self.servers:
+            self.servers[mode] = ServerProcess(mode, self.sqlite_url)
+        return self.servers[mode]
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.close()
+        self.servers.clear()
+        self.pool.close()
+
+
+BIZ_BENCH = "bench"
+"""The biz type of the throughput figures: step 1,000,000, so a segment lasts long
+enough at full speed that the loader never makes a caller wait."""
+BIZ_SWITCH = "switch"
+"""The biz type of the segment-switch figure: a small step, many switches."""
+BENCH_STEP = 1_000_000
+SWITCH_STEP = 50_000
+SWITCH_STEPS = 4
+"""Segments of 4 x 50,000 IDs: small enough for 100 switches in a few seconds, large
+enough that at full speed the 80% left after the preload starts outlasts one
+``NextSegment`` (which a caller spinning on the GIL slows to several ms)."""

@@ -1,0 +1,142 @@
+"""Scenario 1: the local generator's ``next_id()`` against other in-process generators.
+
+Every candidate is a zero-argument callable timed by the same loop
+(``harness.rate_loop``): ``LocalGenerator.next_id`` (a bound method, fed by a
+real server process over ``NextSegment``), ``itertools.count().__next__`` (what
+``next(counter)`` calls: the floor of any Python ID generator), ``uuid.uuid4``,
+``uuid_utils.uuid7`` and ``snowflake.SnowflakeGenerator(1).__next__``.
+"""
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable
+
+from benchmarks.harness import (
+    BIZ_BENCH,
+    BIZ_SWITCH,
+    SWITCH_STEP,
+    SWITCH_STEPS,
+    Context,
+    Row,
+    best_rate,
+    progress,
+    threaded_rate,
+    worst_call,
+)
+
+THREADS = 8
+WORST_CALL_LIMIT = 100e-6
+
+
+def _others() -> dict[str, tuple[Callable[[], object] | None, str]]:
+    """The competitors: name -> (callable, or None and why not)."""
+    out: dict[str, tuple[Callable[[], object] | None, str]] = {
+        "itertools.count": (itertools.count().__next__, ""),
+        "uuid4": (uuid.uuid4, ""),
+    }
+    try:
+        import uuid_utils
+
+        out["uuid7"] = (uuid_utils.uuid7, "")
+    except ImportError as exc:
+        out["uuid7"] = (None, f"uuid-utils is not installed ({exc}); pip install 'idgen[bench]'")
+    try:
+        from snowflake import SnowflakeGenerator
+
+        out["snowflake-id"] = (SnowflakeGenerator(1).__next__, "")
+    except ImportError as exc:
+        out["snowflake-id"] = (None, f"snowflake-id is not installed ({exc}); "
+                                     "pip install 'idgen[bench]'")
+    return out
+
+
+_TARGETS_1T = {"itertools.count": "≥ 0.5", "uuid4": "> 1", "uuid7": "> 1", "snowflake-id": "> 1"}
+_CALLS = {"itertools.count": "itertools.count().__next__", "uuid4": "uuid.uuid4",
+          "uuid7": "uuid_utils.uuid7", "snowflake-id": "SnowflakeGenerator(1).__next__"}
+
+
+def run(ctx: Context) -> None:
+    run_ = ctx.run
+    others = _others()
+    rows: dict[tuple[int, str], Row] = {}
+    for threads in (1, THREADS):
+        for name in others:
+            note = ""
+            if name == "snowflake-id" and threads > 1:
+                note = "snowflake-id's generator is not thread-safe (called unsynchronised)"
+            rows[threads, name] = run_.declare(Row(
+                key=f"inproc.{threads}t.{name}", scenario=1,
+                figure=f"next_id(), {threads} thread{'s' if threads > 1 else ''}, vs {name}",
+                unit="calls/s", baseline_name=_CALLS[name],
+                target=_TARGETS_1T[name] if threads == 1 else "", note=note))
+    worst = run_.declare(Row(
+        key="inproc.worst_call_across_switches", scenario=1,
+        figure="worst single next_id() across segment switches", unit="µs",
+        baseline_name="worst single itertools.count().__next__ over as many calls",
+        target="< 100 µs"))
+    run_.start(1, "in-process next_id() vs itertools.count, uuid4, uuid7, snowflake-id")
+    for (_, name), row in rows.items():
+        if others[name][0] is None:
+            row.skipped = others[name][1]
+
+    from idgen_client.local import LocalGenerator
+
+    address = ctx.server("idgen").address
+    n = 300_000 if ctx.quick else 3_000_000
+    rounds = 2 if ctx.quick else 5
+    with LocalGenerator(BIZ_BENCH, address) as gen:
+        gen.next_id()  # the first segment: this caller waits for it, once
+        for threads in (1, THREADS):
+            # Interleaved, so that drift in the machine's load hits every candidate alike.
+            rates: dict[str, list[float]] = {"idgen": []} | {k: [] for k in others}
+            for _ in range(rounds if threads == 1 else max(1, rounds // 2)):
+                for name, (fn, _why) in [("idgen", (gen.next_id, ""))] + list(others.items()):
+                    if fn is None:
+                        continue
+                    if threads == 1:
+                        rates[name].append(best_rate(fn, n, 1))
+                    else:
+                        rates[name].append(threaded_rate(fn, threads, n // threads))
+            idgen = max(rates["idgen"])
+            for name in others:
+                row = rows[threads, name]
+                if rates[name]:
+                    row.idgen, row.baseline = idgen, max(rates[name])
+                    row.details = {"idgen_rounds": rates["idgen"], "baseline_rounds": rates[name]}
+                    if row.target:
+                        limit = 0.5 if name == "itertools.count" else 1.0
+                        assert row.ratio is not None
+                        row.met = row.ratio >= limit if limit == 0.5 else row.ratio > limit
+            progress(f"  next_id() on {threads} thread(s): {idgen:,.0f} calls/s")
+
+    # The double buffer's point: a caller should never notice a segment switch. The
+    # local generator sizes its segments to last about a second (AdaptiveSteps), which
+    # would make 100 switches take minutes; so this figure uses the same DoubleBuffer
+    # fed by the same NextSegment RPC, with a fixed segment of SWITCH_STEPS steps.
+    from idgen_client.buffer import DoubleBuffer
+    from idgen_client.remote import RemoteClient
+
+    with RemoteClient(address) as client, DoubleBuffer(
+            lambda floor: client.next_segment(BIZ_SWITCH, floor, SWITCH_STEPS),
+            name="bench-switch") as gen:
+        gen.next_id()
+        size = SWITCH_STEP * SWITCH_STEPS
+        progress(f"  worst single call across 100+ segment switches ({size:,} IDs each)")
+        before, waits_before = gen.fetches, gen.waits
+        calls, took, top, slow = 0, 0.0, [], 0
+        while gen.fetches - before < 101 and calls < size * 300:
+            chunk_took, chunk_top, chunk_slow = worst_call(gen.next_id, size * 10)
+            calls += size * 10
+            took, top, slow = max(took, chunk_took), sorted(top + chunk_top)[-5:], slow + chunk_slow
+        done = gen.fetches - before
+        base, base_top, base_slow = worst_call(itertools.count().__next__, calls)
+        worst.idgen, worst.baseline = took * 1e6, base * 1e6
+        worst.met = took < WORST_CALL_LIMIT
+        worst.note = (f"{done} switches, {gen.waits - waits_before} waits; calls over 100 µs: "
+                      f"{slow} (baseline {base_slow}) of {calls:,}")
+        worst.details = {"switches": done, "calls": calls, "segment_ids": size,
+                         "waits": gen.waits - waits_before,
+                         "idgen_top5_ns": top[::-1], "baseline_top5_ns": base_top,
+                         "idgen_calls_over_100us": slow, "baseline_calls_over_100us": base_slow}
+    run_.finish(1)

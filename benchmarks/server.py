@@ -1,0 +1,53 @@
+"""A benchmark server process: the real ``IdGenServer``, or the same with a do-nothing servicer.
+
+``python -m benchmarks.server --mode idgen|null --db URL`` prints
+``ready HOST:PORT`` once it serves and stops when its stdin closes.
+
+The do-nothing servicer is the floor of Python gRPC on this machine: the same
+``IdGenServer`` (same executor, same worker count, same options, same port
+handling) with ``NextId`` answering a prebuilt response of exactly the size
+idgen's would have (``count`` IDs). Only the servicer's body differs, so the
+ratio of the two is what idgen's own code costs per call.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from idgen_client._proto import idgen_pb2
+from idgen_server import server as server_module
+from idgen_server.config import ServerConfig
+from idgen_server.service import IdGenService
+
+
+class NullService(IdGenService):
+    """``NextId`` returns a cached response of ``count`` IDs; no validation, no buffer."""
+
+    _replies: dict[int, idgen_pb2.NextIdResponse] = {}
+
+    def NextId(self, request: idgen_pb2.NextIdRequest, context: object
+               ) -> idgen_pb2.NextIdResponse:
+        reply = self._replies.get(request.count)
+        if reply is None:
+            reply = idgen_pb2.NextIdResponse(ids=range(1, request.count + 1))
+            self._replies[request.count] = reply
+        return reply
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=("idgen", "null"), required=True)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args()
+    if args.mode == "null":
+        server_module.IdGenService = NullService  # type: ignore[misc]
+    extra = {"workers": args.workers} if args.workers else {}
+    config = ServerConfig(db_urls=(args.db,), listen="127.0.0.1:0", grace=1.0, **extra)
+    with server_module.IdGenServer(config) as server:
+        print(f"ready {server.address}", flush=True)
+        sys.stdin.read()  # until the parent closes our stdin (or dies)
+
+
+if __name__ == "__main__":
+    main()
