@@ -18,11 +18,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from idgen_client._proto import idgen_pb2_grpc
 from idgen_client.errors import InvalidRequest, StorageUnavailable
 from idgen_server.allocator import Allocator
 from idgen_server.config import DEFAULT_BIZ_TYPE, DEFAULT_STEP, ServerConfig
-from idgen_server.service import IdGenService
+from idgen_server.service import IdGenService, add_to_server
 from idgen_server.store import SegmentStore
 
 __all__ = ["IdGenServer"]
@@ -72,7 +71,7 @@ class IdGenServer:
             self._executor,
             options=[("grpc.so_reuseport", 0)],
         )
-        idgen_pb2_grpc.add_IdGeneratorServicer_to_server(self.service, self._grpc)
+        add_to_server(self.service, self._grpc)  # parses requests itself: bad bytes are INVALID_ARGUMENT
         try:
             self.port = self._grpc.add_insecure_port(config.listen)
         except RuntimeError:
