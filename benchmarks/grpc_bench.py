@@ -32,26 +32,32 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def measure(ctx: Context, address: str, pid: int, count: int, callers: int,
-            warmup: float, seconds: float) -> dict[str, object]:
-    """One window of load from one worker process; calls/s, IDs/s, latencies, CPU."""
-    (worker,) = ctx.pool.get(1)
-    start_at = time.time() + 0.2
+            warmup: float, seconds: float, clients: int = 1) -> dict[str, object]:
+    """One window of load from ``clients`` worker processes sharing ``callers`` calls in
+    flight: calls/s, IDs/s, latencies, and the CPU (in cores) each side used in the window."""
+    shares = [callers // clients + (1 if i < callers % clients else 0) for i in range(clients)]
+    shares = [s for s in shares if s]
+    start_at = time.time() + 0.3
+    command = {"op": "load", "target": address, "biz": BIZ_BENCH, "count": count,
+               "warmup": warmup, "seconds": seconds, "start_at": start_at}
+    workers = ctx.pool.get(len(shares))
+    for worker, share in zip(workers, shares):
+        worker.send({**command, "callers": share})
+    # The server's CPU over the measured window, read from /proc at its edges.
+    time.sleep(max(0.0, start_at + warmup - time.time()))
     cpu_server = _cpu_seconds(pid)
-    cpu_client = _cpu_seconds(worker.proc.pid)
-    worker.send({"op": "load", "target": address, "biz": BIZ_BENCH, "count": count,
-                 "callers": callers, "warmup": warmup, "seconds": seconds,
-                 "start_at": start_at})
-    answer = worker.receive(timeout=warmup + seconds + 60)
-    busy = warmup + seconds + 0.2
-    lat_us = [x / 1000 for x in answer["latencies_ns"]]  # type: ignore[union-attr]
+    time.sleep(max(0.0, start_at + warmup + seconds - time.time()))
+    cpu_server = _cpu_seconds(pid) - cpu_server
+    answers = [w.receive(timeout=warmup + seconds + 60) for w in workers]
+    lat_us = [x / 1000 for a in answers for x in a["latencies_ns"]]  # type: ignore[attr-defined]
     return {
-        "calls_per_s": answer["calls"] / seconds,  # type: ignore[operator]
-        "ids_per_s": answer["ids"] / seconds,  # type: ignore[operator]
-        "short_replies": answer["short"],
+        "calls_per_s": sum(a["calls"] for a in answers) / seconds,  # type: ignore[misc]
+        "ids_per_s": sum(a["ids"] for a in answers) / seconds,  # type: ignore[misc]
+        "short_replies": sum(a["short"] for a in answers),  # type: ignore[misc]
         "latency_us": percentiles(lat_us),
-        # Approximate (they include the warm-up and set-up): which side was saturated.
-        "server_cpu": (_cpu_seconds(pid) - cpu_server) / busy,
-        "client_cpu": (_cpu_seconds(worker.proc.pid) - cpu_client) / busy,
+        "server_cpu": cpu_server / seconds,
+        "client_cpu": sum(a["cpu"] for a in answers),  # type: ignore[misc]
+        "clients": len(shares),
     }
 
 

@@ -22,7 +22,7 @@ from itertools import repeat
 
 __all__ = [
     "Row", "Run", "Worker", "WorkerPool", "percentiles", "progress", "rate_loop",
-    "threaded_rate", "worst_call",
+    "threaded_rate", "time_each_call",
 ]
 
 _T0 = time.monotonic()
@@ -138,19 +138,41 @@ def threaded_rate(fn: Callable[[], object], threads: int, n_per_thread: int) -> 
     return threads * n_per_thread / (time.perf_counter() - start)
 
 
-def worst_call(fn: Callable[[], object], n: int, slow_ns: int = 100_000
-               ) -> tuple[float, list[int], int]:
-    """Time each of ``n`` calls alone: (worst seconds, the 5 worst in ns, calls over ``slow_ns``)."""
+@dataclass
+class CallTimes:
+    """Per-call latencies of a run of calls, summarised."""
+
+    worst_ns: int = 0
+    top5_ns: list[int] = field(default_factory=list)
+    calls: int = 0
+    slow: int = 0
+    """Calls that took more than the threshold (100 µs)."""
+    slow_calls: list[tuple[object, int]] = field(default_factory=list)
+    """(what the call returned, ns) of the first 10,000 slow calls."""
+
+    def merge(self, other: CallTimes) -> None:
+        self.top5_ns = sorted(self.top5_ns + other.top5_ns, reverse=True)[:5]
+        self.worst_ns = max(self.worst_ns, other.worst_ns)
+        self.calls += other.calls
+        self.slow += other.slow
+        self.slow_calls += other.slow_calls[:10_000 - len(self.slow_calls)]
+
+
+def time_each_call(fn: Callable[[], object], n: int, slow_ns: int = 100_000) -> CallTimes:
+    """Time each of ``n`` calls of ``fn`` alone (``perf_counter_ns`` on either side)."""
     clock = time.perf_counter_ns
     worst: list[int] = []
     floor = 0
-    slow = 0
+    slow: list[tuple[object, int]] = []
+    slow_count = 0
     for _ in repeat(None, n):
         t0 = clock()
-        fn()
+        result = fn()
         took = clock() - t0
         if took > slow_ns:
-            slow += 1
+            slow_count += 1
+            if len(slow) < 10_000:
+                slow.append((result, took))
         if took > floor:
             worst.append(took)
             if len(worst) > 64:
@@ -158,7 +180,7 @@ def worst_call(fn: Callable[[], object], n: int, slow_ns: int = 100_000
                 del worst[5:]
                 floor = worst[-1]
     worst.sort(reverse=True)
-    return worst[0] / 1e9, worst[:5], slow
+    return CallTimes(worst[0] if worst else 0, worst[:5], n, slow_count, slow)
 
 
 def percentiles(samples: Sequence[float], points: Iterable[float] = (50, 99, 99.9)

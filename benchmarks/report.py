@@ -113,7 +113,7 @@ def chart(rows: Iterable[Row], path: str) -> str | None:
         return "no figure has a ratio to draw"
     fig, ax = plt.subplots(figsize=(11, 0.38 * len(drawn) + 1.5))
     labels = [f"{r.scenario}. {r.figure}" for r in drawn][::-1]
-    ratios = [r.ratio for r in drawn][::-1]
+    ratios = [r.ratio or 0.0 for r in drawn][::-1]
     colors = ["#2a9d8f" if r.met else "#e76f51" if r.met is False else "#8d99ae"
               for r in drawn][::-1]
     ax.barh(labels, ratios, color=colors)

@@ -62,8 +62,16 @@ async def _load(target: str, biz: str, count: int, callers: int, warmup: float,
                     if got != count:
                         totals["short"] += 1
 
+        async def cpu_in_window() -> float:
+            await asyncio.sleep(max(0.0, measure_from / 1e9 - time.perf_counter()))
+            used = time.process_time()
+            await asyncio.sleep(max(0.0, end / 1e9 - time.perf_counter()))
+            return time.process_time() - used
+
+        window = asyncio.create_task(cpu_in_window())
         await asyncio.gather(*(caller() for _ in range(callers)))
-    return {**totals, "seconds": seconds, "latencies_ns": latencies}
+        cpu = await window
+    return {**totals, "seconds": seconds, "cpu": cpu / seconds, "latencies_ns": latencies}
 
 
 def _allocate(url: str, biz: str, seconds: float, start_at: float) -> dict[str, object]:
