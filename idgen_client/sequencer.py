@@ -7,9 +7,13 @@ group's previous seq (``Stamp(seq, prev_seq)``) and a receiver that misses a
 message sees the chain break (``idgen_client.receiver``). Nothing is written
 per message: what keeps a group's seqs increasing is this.
 
-1. One lock serializes stamping. Under it the group's last seq is read, an ID
-   drawn, checked to lie above it, and stored; so ``prev_seq -> seq`` links
-   form one chain per group, in the order ``stamp()`` returns.
+1. A group's stamps are serialized by one of 64 locks, picked by the group's
+   hash. Under it the group's last seq is read, an ID drawn, checked to lie
+   above it, and stored; so ``prev_seq -> seq`` links form one chain per
+   group, in the order ``stamp()`` returns. Why 64 and not one: under the GIL
+   a thread is sometimes preempted while it holds the lock, and with one lock
+   every other thread then queues behind it: 8 threads made 0.33 M stamps/s
+   with one lock, 1.6 M/s with 64 (benchmarks/bench_sequencer.py).
 2. The generator's IDs increase across segments, also with several databases
    whose ``max_id``s lag each other: each fetch passes its floor. The sequencer
    still checks every seq against the group's floor, and when the generator
@@ -40,11 +44,16 @@ per message: what keeps a group's seqs increasing is this.
    other stamps with a ``client_msg_id`` were made since. The log of those is
    apart from the groups, so eviction does not shorten it. Not kept across
    restarts: receivers still drop duplicates by message ID.
-6. Memory. Groups live in two generations of at most ``max_groups // 2`` each
-   (an approximate LRU that costs a dict lookup per stamp, not a reordering):
-   a group is forgotten only after ``max_groups // 2`` other groups were
-   stamped since its last stamp, and the horizon is raised to its last seq
-   when it is, which is what 4 needs. About 150 bytes per group (int keys).
+6. Memory. The groups form one LRU of at most ``max_groups`` (plus, for an
+   instant, one per thread stamping concurrently): the least recently stamped
+   group is forgotten first, and the horizon is raised to its last seq as it
+   is, which is what 4 needs. About 100 bytes per group plus its id.
+
+Thread-safety also relies on the GIL making each single ``OrderedDict`` call
+atomic (as the double buffer does for ``next()``); other stripes' threads may
+evict a group while its stamp runs, which is why a stamp writes its seq back
+whether or not the group is still there, and eviction updates the horizon
+under its own lock.
 """
 from __future__ import annotations
 
@@ -81,6 +90,7 @@ DEFAULT_MAX_GROUPS = 1_000_000
 DEFAULT_RETRY_WINDOW = 120.0
 DEFAULT_MAX_RETRIES = 1_000_000
 _SKIP_ATTEMPTS = 3  # skip_past() calls per stamp before the generator is called broken
+_STRIPES = 64  # locks; a power of two (module note 1)
 
 
 class Stamp(NamedTuple):
@@ -123,9 +133,10 @@ class Sequencer:
     ``LocalGenerator``; the sequencer does not close it. Construction calls
     ``generator.skip_past_all()`` when it has one (one ``NextSegment``;
     ``ServiceUnavailable`` while a database of the server cannot be read).
-    ``loader(group_id) -> int`` is called, outside the lock, for each group the
-    sequencer does not remember. The guarantees, and what they stand on, are
-    in the module notes.
+    ``loader(group_id) -> int`` is called, outside any lock, for each group
+    the sequencer does not remember. Group ids are dict keys: ``1`` and
+    ``True`` are one group, ``"1"`` another. The guarantees, and what they
+    stand on, are in the module notes.
     """
 
     def __init__(
@@ -138,8 +149,8 @@ class Sequencer:
         max_retries: int = DEFAULT_MAX_RETRIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_groups < 2:
-            raise InvalidRequest(f"max_groups must be at least 2, got {max_groups}")
+        if max_groups < 1:
+            raise InvalidRequest(f"max_groups must be at least 1, got {max_groups}")
         if not retry_window >= 0:
             raise InvalidRequest(f"retry_window must be at least 0 seconds, got {retry_window}")
         if max_retries < 0:
@@ -147,23 +158,26 @@ class Sequencer:
         self._generator = generator
         self._next_id = generator.next_id
         self._loader = loader
-        self._generation = max_groups // 2
+        self._max_groups = max_groups
         self._retry_window = retry_window
         self._max_retries = max_retries
         self._clock = clock
-        self._lock = threading.Lock()
-        # Guarded by _lock: group -> its last seq, in two generations (module note 6).
-        self._young: dict[GroupId, int] = {}
-        self._old: dict[GroupId, int] = {}
-        # (group, client_msg_id) -> (expires at, stamp), oldest first.
-        self._retries: OrderedDict[tuple[GroupId, str], tuple[float, Stamp]] = OrderedDict()
+        self._stripes = tuple(threading.Lock() for _ in range(_STRIPES))
+        # group -> its last seq, least recently stamped first. A group's entry is
+        # written under its stripe's lock; evicted under _evict_lock.
+        self._groups: OrderedDict[GroupId, int] = OrderedDict()
+        self._evict_lock = threading.Lock()  # guards _horizon, skips and eviction
+        # (group, client_msg_id) -> (expires at, seq, prev_seq), oldest first. Written
+        # under _retry_lock; a lookup is one atomic get.
+        self._retries: OrderedDict[tuple[GroupId, str], tuple[float, int, int]] = OrderedDict()
+        self._retry_lock = threading.Lock()
+        self._retry_expiry = 0.0  # no entry expires before this
         skip_past_all: Callable[[], Segment] | None = getattr(generator, "skip_past_all", None)
         if skip_past_all is not None:
             self._horizon = skip_past_all().start - 1  # module note 3
         else:
             self._horizon = generator.floor  # above what this generator gave, nothing more
-        self.skips = 0
-        """Times the generator was moved past a group's floor instead of drained."""
+        self._skips = 0
 
     # -- hot path ---------------------------------------------------------------
 
@@ -174,21 +188,36 @@ class Sequencer:
         retry window returns the first ``Stamp``. May block on a segment fetch
         or the loader; raises what they raise (``ServiceUnavailable``, ...).
         """
-        if client_msg_id is None:
-            # The common case: a remembered group, an ID above its last. Locals and
-            # no calls beyond next_id(): this path is the benchmark's ~0.4 µs.
-            lock = self._lock
-            lock.acquire()
-            try:
-                young = self._young
-                last = young.get(group_id)
+        # The common case: a remembered group, an ID above its last, no retry. Locals,
+        # and no call but next_id() under the lock: ~0.5 µs of the benchmark's loop.
+        try:
+            lock = self._stripes[hash(group_id) & (_STRIPES - 1)]
+        except TypeError:  # unhashable: _stamp() names the error
+            return self._stamp(group_id, client_msg_id)
+        key = None
+        if client_msg_id is not None:
+            if type(client_msg_id) is not str:
+                return self._stamp(group_id, client_msg_id)
+            key = (group_id, client_msg_id)
+        lock.acquire()
+        try:
+            # A single OrderedDict.get is atomic under the GIL: no retry lock to read.
+            if key is None or key not in self._retries:
+                groups = self._groups
+                last = groups.get(group_id)
                 if last is not None:
                     seq = self._next_id()
                     if seq > last:
-                        young[group_id] = seq
+                        groups[group_id] = seq
+                        try:
+                            groups.move_to_end(group_id)
+                        except KeyError:  # evicted meanwhile: the horizon covers seq
+                            pass
+                        if key is not None:
+                            self._log_retry(key, seq, last)
                         return _new_stamp(Stamp, (seq, last))
-            finally:
-                lock.release()
+        finally:
+            lock.release()
         return self._stamp(group_id, client_msg_id)
 
     # -- slow path ----------------------------------------------------------------
@@ -202,31 +231,32 @@ class Sequencer:
                 raise InvalidRequest(
                     f"client_msg_id must be a str, not {type(client_msg_id).__name__}")
             key = (group_id, client_msg_id)
+        lock = self._stripes[hash(group_id) & (_STRIPES - 1)]
         loaded: int | None = None
         skips = 0
         while True:
-            with self._lock:
-                now = self._clock() if key is not None else 0.0
+            with lock:
                 if key is not None:
                     entry = self._retries.get(key)
-                    if entry is not None and entry[0] > now:
-                        return entry[1]
-                last = self._recall(group_id)
+                    if entry is not None and entry[0] > self._clock():
+                        return _new_stamp(Stamp, entry[1:])
+                last = self._groups.get(group_id)
                 if last is not None:
                     floor = prev = last
                 elif self._loader is None or loaded is not None:
-                    prev = self._horizon if loaded is None else loaded
-                    floor = max(prev, self._horizon)
+                    with self._evict_lock:
+                        horizon = self._horizon
+                    prev = horizon if loaded is None else loaded
+                    floor = max(prev, horizon)
                 else:
                     floor = -1  # load first, outside the lock
                 if floor >= 0:
                     seq = self._next_id()
                     if seq > floor:
-                        self._remember(group_id, seq)
-                        stamp = _new_stamp(Stamp, (seq, prev))
+                        self._store(group_id, seq)
                         if key is not None:
-                            self._log_retry(key, stamp, now)
-                        return stamp
+                            self._log_retry(key, seq, prev)
+                        return _new_stamp(Stamp, (seq, prev))
             if floor < 0:
                 loaded = self._load(group_id)
                 continue
@@ -238,42 +268,51 @@ class Sequencer:
                 )
             self._skip_past(floor)
 
-    def _recall(self, group_id: GroupId) -> int | None:
-        """The group's last seq if remembered, moved to the young generation. Lock held."""
-        last = self._young.get(group_id)
-        if last is None:
-            last = self._old.pop(group_id, None)
-            if last is not None:
-                self._remember(group_id, last)
-        return last
+    def _store(self, group_id: GroupId, seq: int) -> None:
+        """Make ``seq`` the group's last, most recently used; evict beyond the bound.
 
-    def _remember(self, group_id: GroupId, seq: int) -> None:
-        """Store the group's last seq. Lock held.
-
-        When the young generation is full it becomes the old one and the old
-        one is forgotten; the horizon rises to the highest seq forgotten, so a
-        forgotten group that returns starts above its last seq (module note 4).
-        The max() is O(max_groups / 2), once per max_groups / 2 new groups.
+        The group's stripe lock is held. An evicted group's last seq raises the
+        horizon in the same critical section as its removal, so whoever meets
+        the group next reads a horizon at or above it (module note 4).
         """
-        young = self._young
-        if group_id not in young and len(young) >= self._generation:
-            old = self._old
-            if old:
-                self._horizon = max(self._horizon, max(old.values()))
-            self._old, self._young = young, {}
-            young = self._young
-        young[group_id] = seq
+        groups = self._groups
+        groups[group_id] = seq
+        try:
+            groups.move_to_end(group_id)
+        except KeyError:
+            pass
+        if len(groups) > self._max_groups:
+            with self._evict_lock:
+                while len(groups) > self._max_groups:
+                    try:
+                        _, last = groups.popitem(last=False)
+                    except KeyError:
+                        break
+                    if last > self._horizon:
+                        self._horizon = last
 
-    def _log_retry(self, key: tuple[GroupId, str], stamp: Stamp, now: float) -> None:
-        """Remember a stamp for retries; drop expired and surplus entries. Lock held."""
-        retries = self._retries
-        retries[key] = (now + self._retry_window, stamp)
-        retries.move_to_end(key)
-        while retries:
-            oldest = next(iter(retries.values()))
-            if oldest[0] > now and len(retries) <= self._max_retries:
-                break
-            retries.popitem(last=False)
+    def _log_retry(self, key: tuple[GroupId, str], seq: int, prev_seq: int) -> None:
+        """Remember a stamp for retries; drop expired entries and those beyond the bound.
+
+        The entry is a flat tuple of ints and a float, which the garbage collector
+        stops tracking: with ``(expires, Stamp)`` a full log made collections cost
+        a third of the stamp rate. The front is looked at only once it may have
+        expired (``_retry_expiry``), not on every stamp.
+        """
+        now = self._clock()
+        with self._retry_lock:
+            retries = self._retries
+            retries.pop(key, None)  # an expired entry: the new one goes to the end
+            retries[key] = (now + self._retry_window, seq, prev_seq)
+            if len(retries) > self._max_retries:
+                retries.popitem(last=False)
+            if now >= self._retry_expiry:
+                while retries:
+                    expires = next(iter(retries.values()))[0]
+                    if expires > now:
+                        self._retry_expiry = expires
+                        break
+                    retries.popitem(last=False)
 
     def _load(self, group_id: GroupId) -> int:
         assert self._loader is not None
@@ -285,17 +324,17 @@ class Sequencer:
         return value
 
     def _skip_past(self, floor: int) -> None:
-        """Make the generator hand out IDs above ``floor`` (outside the lock)."""
-        self.skips += 1
+        """Make the generator hand out IDs above ``floor`` (no lock held)."""
+        with self._evict_lock:
+            self._skips += 1
         skip_past: Callable[[int], object] | None = getattr(self._generator, "skip_past", None)
         if skip_past is not None:
             log.info("moving the ID generator past %d, a group's floor", floor)
             skip_past(floor)
             return
         # A generator that cannot skip has to be drawn until it passes the floor.
-        with self._lock:
-            while self._next_id() <= floor:
-                pass
+        while self._next_id() <= floor:
+            pass
 
     # -- introspection --------------------------------------------------------------
 
@@ -303,10 +342,19 @@ class Sequencer:
     def horizon(self) -> int:
         """At or above the last seq of every group this sequencer does not remember:
         seqs stamped before it started, and of groups it forgot."""
-        with self._lock:
+        with self._evict_lock:
             return self._horizon
+
+    @property
+    def skips(self) -> int:
+        """Times the generator was moved past a group's floor instead of drained."""
+        with self._evict_lock:
+            return self._skips
+
+    def __contains__(self, group_id: object) -> bool:
+        """Whether the group is remembered (not new to it, nor forgotten)."""
+        return group_id in self._groups
 
     def __len__(self) -> int:
         """How many groups are remembered (at most ``max_groups``)."""
-        with self._lock:
-            return len(self._young) + len(self._old)
+        return len(self._groups)
