@@ -28,8 +28,10 @@ per message: what keeps a group's seqs increasing is this.
    out, so it is at most that database's ``max_id`` then, and ``max_id`` only
    grows: so every seq stamped before is at or below the new segment's start
    minus one, the *horizon*, and every seq stamped from now on is above it.
-   With one database a plain allocation already gives this; with several, a
-   restarted process could otherwise get a segment from a lagging database.
+   With one database a plain allocation already gives this (a generator
+   without ``skip_past_all`` is moved to a fresh segment with ``skip_past``);
+   with several, a restarted process could otherwise get a segment from a
+   lagging database.
 4. Handover and return from eviction. A group the sequencer does not remember
    (new to it, moved from another process, forgotten, or from before a
    restart) starts above ``max(horizon, loaded)``, where ``loaded`` is what
@@ -132,7 +134,8 @@ class Sequencer:
     ``generator`` supplies the seqs: give each biz type of messages its own
     ``LocalGenerator``; the sequencer does not close it. Construction calls
     ``generator.skip_past_all()`` when it has one (one ``NextSegment``;
-    ``ServiceUnavailable`` while a database of the server cannot be read).
+    ``ServiceUnavailable`` while a database of the server cannot be read),
+    else ``generator.skip_past(floor)`` (enough with one database).
     ``loader(group_id) -> int`` is called, outside any lock, for each group
     the sequencer does not remember. Group ids are dict keys: ``1`` and
     ``True`` are one group, ``"1"`` another. The guarantees, and what they
@@ -173,8 +176,12 @@ class Sequencer:
         self._retry_lock = threading.Lock()
         self._retry_expiry = 0.0  # no entry expires before this
         skip_past_all: Callable[[], Segment] | None = getattr(generator, "skip_past_all", None)
+        skip_past: Callable[[int], Segment] | None = getattr(generator, "skip_past", None)
         if skip_past_all is not None:
             self._horizon = skip_past_all().start - 1  # module note 3
+        elif skip_past is not None:
+            # A fresh segment: from one database, above everything it allocated before.
+            self._horizon = skip_past(generator.floor).start - 1
         else:
             self._horizon = generator.floor  # above what this generator gave, nothing more
         self._skips = 0

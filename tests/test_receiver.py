@@ -113,3 +113,28 @@ def test_groups_are_independent():
 def test_a_stamp_whose_prev_seq_is_not_below_its_seq_is_refused(stamp):
     with pytest.raises(InvalidRequest, match="prev_seq"):
         Receiver().add("g", stamp)
+
+
+def test_a_sequencer_restarted_without_a_loader_costs_the_receiver_one_empty_fetch():
+    from idgen_client import DoubleBuffer, Segment, Sequencer
+
+    top = [0]
+
+    def fetch(floor: int) -> Segment:  # one database's max_id, in memory
+        low = max(top[0], floor)
+        top[0] = low + 100
+        return Segment.claimed(low, top[0])
+
+    receiver: Receiver[str] = Receiver()
+    with DoubleBuffer(fetch) as before_restart:
+        sequencer = Sequencer(before_restart)
+        stamps = [sequencer.stamp("g") for _ in range(5)]
+    with DoubleBuffer(fetch) as after_restart:  # a new process: it remembers nothing
+        stamps += [Sequencer(after_restart).stamp("g") for _ in range(1)]
+    for stamp in reversed(stamps):
+        receiver.add("g", stamp)
+    assert [s for s, _ in receiver.ready("g")] == stamps[:5]
+    (gap,) = receiver.missing("g")  # the chain jumps to the new process's horizon
+    assert gap == Gap(stamps[4].seq, stamps[5].prev_seq) and stamps[5].prev_seq >= stamps[4].seq
+    receiver.skip("g", gap.through)  # the store has nothing in between
+    assert [s for s, _ in receiver.ready("g")] == stamps[5:]
