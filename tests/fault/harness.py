@@ -72,6 +72,8 @@ class Config:
     local_count: int = 500
     grace: float = 10.0
     """Seconds after a fault during which the errors it explains may still appear."""
+    hold_scale: float = 1.0
+    """Multiplies how long each fault is held (the short run in the test suite uses less)."""
     workdir: str | None = None
     keep: bool = False
 
@@ -182,6 +184,7 @@ class _Injector:
     """Injects one fault at a time (or a kill alongside a database fault) and logs it."""
 
     def __init__(self, cluster: _Cluster, rng: random.Random, t_zero: float, say) -> None:
+        self.scale = cluster.config.hold_scale
         self.cluster = cluster
         self.rng = rng
         self.t_zero = t_zero
@@ -199,16 +202,17 @@ class _Injector:
 
     def params(self, kind: str) -> dict:
         """Draw a fault's parameters from the seeded generator (so a seed replays them)."""
-        r = self.rng
+        r, k = self.rng, self.scale
         if kind == "kill":
-            return {"server": r.randrange(len(self.cluster.servers)), "down": round(r.uniform(0.5, 3), 2)}
+            return {"server": r.randrange(len(self.cluster.servers)),
+                    "down": round(k * r.uniform(0.5, 3), 2)}
         if kind in ("refuse", "hang"):
-            return {"db": r.randrange(2), "hold": round(r.uniform(2, 8), 2)}
+            return {"db": r.randrange(2), "hold": round(k * r.uniform(2, 8), 2)}
         if kind == "slow":
-            return {"db": r.randrange(2), "hold": round(r.uniform(3, 8), 2),
+            return {"db": r.randrange(2), "hold": round(k * r.uniform(3, 8), 2),
                     "delay": round(r.uniform(0.1, 0.6), 2)}
         if kind == "all-cut":
-            return {"how": r.choice(("refuse", "hang")), "hold": round(r.uniform(8, 14), 2)}
+            return {"how": r.choice(("refuse", "hang")), "hold": round(k * r.uniform(8, 14), 2)}
         if kind == "drop-commit":
             return {"db": r.randrange(2), "times": r.randint(1, 3), "after": r.random() < 0.5}
         raise ValueError(kind)
@@ -255,13 +259,23 @@ class _Injector:
         self._cut("slow", db, hold, delay)
 
     def _all_cut(self, how: str, hold: float) -> None:
+        """Cut every database for ``hold`` seconds and, beyond that, until every client
+        process has seen an error (its buffers ran dry), for at most a minute more."""
+        workers = self.cluster.workers
+        errors_before = [w.errors for w in workers]
         start = time.monotonic()
         for proxy in self.cluster.proxies:
             proxy.refuse() if how == "refuse" else proxy.hang()
         self._quit.wait(hold)
+        deadline = time.monotonic() + 60
+        while (any(w.errors == e for w, e in zip(workers, errors_before))
+               and time.monotonic() < deadline):
+            self._quit.wait(0.2)
+        dry = [w.name for w, e in zip(workers, errors_before) if w.errors > e]
         for proxy in self.cluster.proxies:
             proxy.restore()
-        self._log(Fault("all-cut", "all", start, time.monotonic(), {"how": how}))
+        self._log(Fault("all-cut", "all", start, time.monotonic(),
+                        {"how": how, "ran_dry": dry}))
 
     def _drop_commit(self, db: int, times: int, after: bool) -> None:
         proxy = self.cluster.proxies[db]
@@ -372,7 +386,7 @@ def run(config: Config, say=print) -> Report:
 
 
 def _quiet(rng: random.Random, injector: _Injector, cluster: _Cluster, t_zero: float, say) -> None:
-    injector._quit.wait(rng.uniform(1, 4))
+    injector._quit.wait(injector.scale * rng.uniform(1, 4))
     got = sum(w.ids for w in cluster.workers)
     errors = sum(w.errors for w in cluster.workers)
     say(f"[{time.monotonic() - t_zero:7.1f}s]   ids so far {got:,}, caller errors {errors}")
