@@ -99,10 +99,10 @@ def run(ctx: Context) -> None:
         row.idgen = best["idgen"][key]  # type: ignore[assignment]
         row.baseline = best["null"][key]  # type: ignore[assignment]
         row.details = {"best": best, "rounds": results}
-        lat_i, lat_n = best["idgen"]["latency_us"], best["null"]["latency_us"]
-        fmt = "/".join
-        row.note = ("p50/p99/p99.9 µs " + fmt(f"{v:.0f}" for v in lat_i.values())  # type: ignore[union-attr]
-                    + " (floor " + fmt(f"{v:.0f}" for v in lat_n.values()) + ")")  # type: ignore[union-attr]
+        lat: dict[str, dict[str, float]] = {
+            mode: best[mode]["latency_us"] for mode in best}  # type: ignore[misc]
+        row.note = ("p50/p99/p99.9 µs " + "/".join(f"{v:.0f}" for v in lat["idgen"].values())
+                    + " (floor " + "/".join(f"{v:.0f}" for v in lat["null"].values()) + ")")
         if count == 1:
             row.met = row.ratio is not None and row.ratio >= 0.7
         elif callers == 16:

@@ -219,9 +219,10 @@ class Worker:
         self.proc.stdin.flush()
 
     def receive(self, timeout: float) -> dict[str, object]:
-        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+        assert stdout is not None
         answer: list[str] = []
-        reader = threading.Thread(target=lambda: answer.append(self.proc.stdout.readline()),
+        reader = threading.Thread(target=lambda: answer.append(stdout.readline()),
                                   name="bench-worker-read", daemon=True)
         reader.start()
         reader.join(timeout)

@@ -92,7 +92,7 @@ def run(ctx: Context) -> None:
         gen.next_id()  # the first segment: this caller waits for it, once
         for threads in (1, THREADS):
             # Interleaved, so that drift in the machine's load hits every candidate alike.
-            rates: dict[str, list[float]] = {"idgen": []} | {k: [] for k in others}
+            rates: dict[str, list[float]] = {name: [] for name in ["idgen", *others]}
             for _ in range(rounds if threads == 1 else max(1, rounds // 2)):
                 for name, (fn, _why) in [("idgen", (gen.next_id, ""))] + list(others.items()):
                     if fn is None:

@@ -101,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     started = time.time()
     run = Run(quick=args.quick)
-    progress(f"idgen benchmarks ({'quick' if args.quick else 'full'} run)")
+    progress(f"idgen benchmarks ({'quick' if args.quick else 'full'} run), "
+             f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="idgen-bench-") as tmp:
         sqlite_url = f"sqlite:///{tmp}/bench.db"
         _prepare(sqlite_url)
@@ -156,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.json, "w") as f:
             f.write(report.to_json(run, extra))
         progress(f"JSON: {args.json}")
-    progress(f"done in {time.time() - started:.0f}s")
+    progress(f"done in {time.time() - started:.0f}s, "
+             f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 
