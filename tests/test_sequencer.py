@@ -5,6 +5,7 @@ databases, restart with kill -9, handover) are in test_sequencer_server.py.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -46,6 +47,16 @@ class Clock:
 
 
 @pytest.fixture
+def preemptive():
+    """Threads switch every microsecond, not every 5 ms: races inside a stamp
+    (between a read and a write of a group, or an eviction) actually happen."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.fixture
 def buffer():
     with DoubleBuffer(Source(step=50), name="test") as buffer:
         yield buffer
@@ -63,7 +74,7 @@ def assert_chains(stamps_by_group: dict[object, list[Stamp]], start: int = 0) ->
 
 # -- 1. increasing, one chain per group, under 16 threads --------------------------
 
-def test_sixteen_threads_on_the_same_groups_make_one_chain_per_group(buffer):
+def test_sixteen_threads_on_the_same_groups_make_one_chain_per_group(buffer, preemptive):
     sequencer = Sequencer(buffer)
     per_thread: list[list[tuple[int, Stamp]]] = []
     start = threading.Barrier(16)
@@ -205,7 +216,7 @@ def test_the_retry_log_keeps_at_most_max_retries_entries(buffer):
     assert sequencer.stamp("g", "m0") != first  # 3 since: forgotten
 
 
-def test_concurrent_retries_of_one_message_get_one_stamp(buffer):
+def test_concurrent_retries_of_one_message_get_one_stamp(buffer, preemptive):
     sequencer = Sequencer(buffer)
     start = threading.Barrier(16)
     got: list[Stamp] = []
@@ -267,7 +278,7 @@ def test_a_forgotten_group_returns_above_its_last_seq(buffer):
     assert back.prev_seq >= last.seq  # an upper bound of the last seq: a receiver asks
 
 
-def test_evictions_racing_with_stamps_never_send_a_group_back(buffer):
+def test_evictions_racing_with_stamps_never_send_a_group_back(buffer, preemptive):
     sequencer = Sequencer(buffer, max_groups=8)  # 40 groups: evictions all the time
     got: list[list[tuple[int, Stamp]]] = []
     start = threading.Barrier(16)
