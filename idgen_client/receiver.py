@@ -60,7 +60,8 @@ class Receiver(Generic[M]):
     """Puts stamped messages of many groups back in order. Thread-safe.
 
     ``last_shown(group_id)`` is called the first time a group is met: the seq
-    the application last displayed for it (default: 0, nothing yet). Messages
+    the application last displayed for it (default: 0, nothing yet); it runs
+    under the receiver's lock, so it must not call the receiver. Messages
     are held until ``ready()`` releases them; memory grows with what is held
     while a gap stays open.
     """
@@ -122,7 +123,8 @@ class Receiver(Generic[M]):
     def skip(self, group_id: GroupId, through: int) -> None:
         """Declare that no message of the group at or below ``through`` that has not
         arrived yet will come: ``ready()`` goes past them. Call it when the store
-        had nothing (more) for a reported gap; late arrivals below it are dropped."""
+        had nothing (more) for a reported gap. A message that arrives after
+        later ones were released in its place is refused as already shown."""
         with self._lock:
             group = self._group(group_id)
             group.skipped = max(group.skipped, through)
