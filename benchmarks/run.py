@@ -1,5 +1,7 @@
 """idgen's benchmarks: ``python -m benchmarks.run [--quick] [--json PATH] [--chart PNG] [--mariadb URL]``.
 
+Also ``--markdown PATH`` (the table for RESULTS.md) and ``--only N`` (one scenario).
+
 Runs the five scenarios of the benchmark issue, shows progress on stderr, and
 prints one table at the end: each figure of idgen next to a baseline measured
 in the same run, and their ratio. ``--quick`` shortens every window (a CI smoke
@@ -89,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="short windows, for CI smoke runs (figures are rough)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     parser.add_argument("--chart", metavar="PNG", help="draw the ratios as a PNG (needs matplotlib)")
+    parser.add_argument("--markdown", metavar="PATH", help="write the table as Markdown here")
     parser.add_argument("--mariadb", metavar="URL",
                         default=os.environ.get("IDGEN_BENCH_MARIADB", DEFAULT_MARIADB),
                         help="MariaDB server to use ('none' to skip; default %(default)s)")
@@ -153,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         why_not = report.chart(rows, args.chart)
         extra["chart"] = args.chart if why_not is None else {"skipped": why_not}
         progress(f"chart: {args.chart}" if why_not is None else f"chart skipped: {why_not}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(report.markdown(rows) + "\n")
     if args.json:
         with open(args.json, "w") as f:
             f.write(report.to_json(run, extra))

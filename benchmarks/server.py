@@ -5,9 +5,11 @@
 
 The do-nothing servicer is the floor of Python gRPC on this machine: the same
 ``IdGenServer`` (same executor, same worker count, same options, same port
-handling) with ``NextId`` answering a prebuilt response of exactly the size
-idgen's would have (``count`` IDs). Only the servicer's body differs, so the
-ratio of the two is what idgen's own code costs per call.
+handling) with ``NextId`` answering a prebuilt response of the size idgen's has:
+``count`` consecutive IDs from 100,000,000 (4-byte varints, as idgen's IDs are
+after the in-process scenario has used a few hundred million; IDs from 1 would
+make the floor's replies smaller than idgen's). Only the servicer's body
+differs, so the ratio of the two is what idgen's own code costs per call.
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from idgen_server.config import ServerConfig
 from idgen_server.service import IdGenService
 
 
+_BASE = 100_000_000
+
+
 class NullService(IdGenService):
     """``NextId`` returns a cached response of ``count`` IDs; no validation, no buffer."""
 
@@ -29,7 +34,7 @@ class NullService(IdGenService):
                ) -> idgen_pb2.NextIdResponse:
         reply = self._replies.get(request.count)
         if reply is None:
-            reply = idgen_pb2.NextIdResponse(ids=range(1, request.count + 1))
+            reply = idgen_pb2.NextIdResponse(ids=range(_BASE, _BASE + request.count))
             self._replies[request.count] = reply
         return reply
 
