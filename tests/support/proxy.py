@@ -76,18 +76,38 @@ class TcpProxy:
         self._conns: set[socket.socket] = set()
         self._stopped = threading.Event()
         self._listener: socket.socket | None = None
+        self._listening = False
         self.port = 0
         self._listen()
 
     def _listen(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(128)
-        self.port = sock.getsockname()[1]
-        self._listener = sock
-        threading.Thread(target=self._accept, args=(sock,), name=f"tcp-proxy-accept-{self.port}",
-                         daemon=True).start()
+        """Listen on the proxy's port, which stays bound to it for the proxy's whole life.
+
+        The port is bound once, explicitly (a socket bound to port 0 may lose its port
+        when it stops listening), and ``refuse()`` only stops listening: were the
+        socket closed, the kernel could give the port to anyone meanwhile and
+        ``restore()`` would find it taken.
+        """
+        if self._listener is None:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probe.bind((self.host, self.port))
+            self.port = probe.getsockname()[1]
+            probe.close()
+            self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._listener.bind((self.host, self.port))
+        self._listener.listen(128)
+        self._listening = True
+        threading.Thread(target=self._accept, args=(self._listener,),
+                         name=f"tcp-proxy-accept-{self.port}", daemon=True).start()
+
+    def _stop_listening(self) -> None:
+        """Refuse new connections; the port stays ours. Wakes the accept thread up."""
+        if self._listener is not None and self._listening:
+            self._listening = False
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # accept() fails with EINVAL
+            except OSError:
+                pass
 
     @property
     def address(self) -> str:
@@ -200,9 +220,7 @@ class TcpProxy:
     def refuse(self) -> None:
         """Close the port and reset every connection: connects fail at once."""
         self.mode = "refuse"
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        self._stop_listening()
         self._drop_connections()
 
     def hang(self) -> None:
@@ -236,12 +254,13 @@ class TcpProxy:
             self._drop_connections()  # hung connections are dead to their clients anyway
         self.delay = 0.0
         self.mode = "up"
-        if self._listener is None:
+        if not self._listening and not self._stopped.is_set():
             self._listen()
 
     def close(self) -> None:
         self._stopped.set()
         self.mode = "refuse"
+        self._stop_listening()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
