@@ -77,7 +77,12 @@ def run(ctx: Context) -> None:
                 unit=unit, baseline_name="do-nothing servicer, same server", target=target))
     ctx.run.start(2, "gRPC NextId vs a do-nothing servicer")
     try:
-        servers = {mode: ctx.server(mode) for mode in ("null", "idgen")}
+        idgen = ctx.server("idgen")
+        from idgen_client.remote import RemoteClient
+
+        with RemoteClient(idgen.address) as client:
+            id_base = client.next_id(BIZ_BENCH)  # the floor's replies carry IDs this large
+        servers = {"null": ctx.server("null", id_base=id_base), "idgen": idgen}
     except Exception as exc:
         ctx.run.skip(2, f"a benchmark server did not start: {exc}")
         ctx.run.finish(2)

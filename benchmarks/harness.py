@@ -273,13 +273,16 @@ class WorkerPool:
 class ServerProcess:
     """``python -m benchmarks.server`` in its own process; a context manager."""
 
-    def __init__(self, mode: str, db_url: str, *, workers: int | None = None) -> None:
+    def __init__(self, mode: str, db_url: str, *, workers: int | None = None,
+                 id_base: int | None = None) -> None:
         self.mode = mode
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
         args = [sys.executable, "-m", "benchmarks.server", "--mode", mode, "--db", db_url]
         if workers:
             args += ["--workers", str(workers)]
+        if id_base:
+            args += ["--id-base", str(id_base)]
         self.proc = subprocess.Popen(args, cwd=_ROOT, env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
@@ -289,15 +292,21 @@ class ServerProcess:
             raise RuntimeError(f"the {mode} benchmark server did not start: {line!r}")
         self.address = line.split()[1]
 
-    def close(self) -> None:
+    def close(self) -> dict[str, object]:
+        """Stop the server; returns its buffers' fetches and waits, when it could say."""
+        stats: dict[str, object] = {}
         if self.proc.poll() is None:
-            assert self.proc.stdin is not None
+            assert self.proc.stdin is not None and self.proc.stdout is not None
             try:
                 self.proc.stdin.close()
+                for line in self.proc.stdout:
+                    if line.startswith("stats "):
+                        stats = json.loads(line[6:])
                 self.proc.wait(15)
-            except (OSError, subprocess.TimeoutExpired):
+            except (OSError, ValueError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(10)
+        return stats
 
     def __enter__(self) -> ServerProcess:
         return self
@@ -323,17 +332,18 @@ class Context:
     def quick(self) -> bool:
         return self.run.quick
 
-    def server(self, mode: str) -> ServerProcess:
+    def server(self, mode: str, *, id_base: int | None = None) -> ServerProcess:
         """The benchmark server of ``mode`` ('idgen' or 'null') on SQLite, started once."""
         if mode not in self.servers:
-            self.servers[mode] = ServerProcess(mode, self.sqlite_url)
+            self.servers[mode] = ServerProcess(mode, self.sqlite_url, id_base=id_base)
         return self.servers[mode]
 
-    def close(self) -> None:
-        for server in self.servers.values():
-            server.close()
+    def close(self) -> dict[str, object]:
+        """Stop the servers and workers; returns each server's buffer fetches and waits."""
+        stats = {mode: server.close() for mode, server in self.servers.items()}
         self.servers.clear()
         self.pool.close()
+        return stats
 
 
 BIZ_BENCH = "bench"

@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              only_missing=True)
                     run.finish(number)
         finally:
-            ctx.close()
+            server_stats = ctx.close()
             if maria is not None:
                 maria.drop()
     rows = sorted(run.rows.values(), key=lambda r: r.scenario)
@@ -151,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": report.machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "elapsed_s": round(time.time() - started, 1),
+        # Per benchmark server and biz type: segments fetched, and calls that had to wait.
+        "server_buffers": server_stats,
     }
     if args.chart:
         why_not = report.chart(rows, args.chart)

@@ -6,14 +6,15 @@
 The do-nothing servicer is the floor of Python gRPC on this machine: the same
 ``IdGenServer`` (same executor, same worker count, same options, same port
 handling) with ``NextId`` answering a prebuilt response of the size idgen's has:
-``count`` consecutive IDs from 100,000,000 (4-byte varints, as idgen's IDs are
-after the in-process scenario has used a few hundred million; IDs from 1 would
-make the floor's replies smaller than idgen's). Only the servicer's body
-differs, so the ratio of the two is what idgen's own code costs per call.
+``count`` consecutive IDs from ``--id-base``, which the scenario sets to an ID
+idgen's server has just handed out (IDs from 1 would be shorter varints and make
+the floor's replies smaller than idgen's). Only the servicer's body differs, so
+the ratio of the two is what idgen's own code costs per call.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from idgen_client._proto import idgen_pb2
@@ -22,19 +23,18 @@ from idgen_server.config import ServerConfig
 from idgen_server.service import IdGenService
 
 
-_BASE = 100_000_000
-
-
 class NullService(IdGenService):
     """``NextId`` returns a cached response of ``count`` IDs; no validation, no buffer."""
 
     _replies: dict[int, idgen_pb2.NextIdResponse] = {}
+    id_base = 1
 
     def NextId(self, request: idgen_pb2.NextIdRequest, context: object
                ) -> idgen_pb2.NextIdResponse:
         reply = self._replies.get(request.count)
         if reply is None:
-            reply = idgen_pb2.NextIdResponse(ids=range(_BASE, _BASE + request.count))
+            base = self.id_base
+            reply = idgen_pb2.NextIdResponse(ids=range(base, base + request.count))
             self._replies[request.count] = reply
         return reply
 
@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=("idgen", "null"), required=True)
     parser.add_argument("--db", required=True)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--id-base", type=int, default=1)
     args = parser.parse_args()
+    NullService.id_base = args.id_base
     if args.mode == "null":
         server_module.IdGenService = NullService  # type: ignore[misc]
     extra = {"workers": args.workers} if args.workers else {}
@@ -52,6 +54,9 @@ def main() -> None:
     with server_module.IdGenServer(config) as server:
         print(f"ready {server.address}", flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or dies)
+        stats = {biz: {"fetches": b.fetches, "waits": b.waits}
+                 for biz, b in server.service.buffers()}
+        print("stats " + json.dumps(stats), flush=True)
 
 
 if __name__ == "__main__":
