@@ -343,7 +343,7 @@ class Context:
         stats = {mode: server.close() for mode, server in self.servers.items()}
         self.servers.clear()
         self.pool.close()
-        return stats
+        return dict(stats)
 
 
 BIZ_BENCH = "bench"
