@@ -25,6 +25,14 @@ __all__ = ["DEFAULT_TARGET", "RemoteClient"]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# gRPC's default reconnect backoff grows to 120 s: after a server was down for a while, a
+# channel kept failing calls for seconds (minutes after long outages) once it was back.
+# A dead server costs a refused connect per second at most; a returned one is used at once.
+_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
 
 
 def parse_targets(targets: str | Sequence[str], *, allow_port_0: bool = False) -> tuple[str, ...]:
@@ -72,7 +80,7 @@ class RemoteClient:
         self._retries = retries
         self._backoff = backoff
         self._max_backoff = max_backoff
-        self._channels = [grpc.insecure_channel(t) for t in self.targets]
+        self._channels = [grpc.insecure_channel(t, options=_CHANNEL_OPTIONS) for t in self.targets]
         self._stubs = [idgen_pb2_grpc.IdGeneratorStub(c) for c in self._channels]
         self._turn = itertools.count(random.randrange(len(self._stubs)))
         self._closed = threading.Event()

@@ -175,6 +175,7 @@ class _Cluster:
         for store in self.direct:
             store.close()
         if keep:
+            self.say(f"databases kept: {', '.join(self.urls)}")
             self.mariadb._conn.close()
         else:
             self.mariadb.drop_all()
@@ -379,9 +380,8 @@ def run(config: Config, say=print) -> Report:
                       f, indent=1, default=str)
         return report
     finally:
-        keep = config.keep or (config.workdir is not None)
-        cluster.close(keep, workdir)
-        if not keep and report is not None and report.ok:
+        cluster.close(config.keep, workdir)
+        if not config.keep and config.workdir is None and report is not None and report.ok:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
