@@ -94,6 +94,9 @@ class TcpProxy:
             self.port = probe.getsockname()[1]
             probe.close()
             self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # Connections it accepted share its port and may linger (TIME_WAIT ...) after a
+            # cut: without SO_REUSEADDR, listening again would fail with EADDRINUSE.
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._listener.bind((self.host, self.port))
         self._listener.listen(128)
         self._listening = True
