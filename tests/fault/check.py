@@ -252,6 +252,7 @@ def _check_errors(caller: CallerLog, faults: list[Fault], grace: float, found: F
                 found.unexplained.append(f"{caller.name} ({caller.kind}) at t={error['t0']:.3f}: "
                                          f"{error['type']}: {error['message'][:300]}")
             continue
+        error["explained_by"] = id(fault)
         found.explained[(fault.kind, error["type"], caller.kind)] += 1
         found.errors_by_fault_kind[fault.kind] += 1
 
@@ -262,9 +263,7 @@ def _check_recovery(callers: list[CallerLog], faults: list[Fault], grace: float,
     for fault in faults:
         hit, delays = 0, []
         for caller in callers:
-            errors = [e for e in caller.errors
-                      if _explains(fault, caller) and fault.start <= e["t1"]
-                      and e["t0"] <= fault.end + grace]
+            errors = [e for e in caller.errors if e.get("explained_by") == id(fault)]
             if not errors:
                 continue
             hit += 1
