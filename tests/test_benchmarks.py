@@ -73,3 +73,19 @@ def test_a_missing_mariadb_is_reported_as_skipped_with_why(tmp_path) -> None:
     assert "MariaDB" in result["scenarios"]["4"]["reason"]
     naive = [r for r in result["rows"] if r["scenario"] == 4]
     assert naive and all("MariaDB" in r["skipped"] for r in naive)
+
+
+def test_a_sequencer_that_cannot_be_imported_is_reported_as_skipped_with_why(
+        tmp_path, monkeypatch) -> None:
+    from benchmarks import sequencer_figures
+
+    def not_there(name: str) -> object:
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(sequencer_figures.importlib, "import_module", not_there)
+    out = tmp_path / "results.json"
+    assert bench.main(["--quick", "--only", "5", "--mariadb", "none", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["scenarios"]["5"]["status"] == "skipped"
+    rows = [r for r in result["rows"] if r["scenario"] == 5]
+    assert len(rows) == 2 and all("not importable" in r["skipped"] for r in rows)
