@@ -87,19 +87,36 @@ def _engine(url: str, timeout: float) -> Engine:
 
         return engine
     seconds = max(1, int(round(timeout)))
+    # An allocation's transaction lasts milliseconds (UPDATE, then COMMIT). Should this
+    # process's host vanish between the two, the database would keep the transaction and
+    # its row lock until its own wait_timeout (8 hours by default on MariaDB) and no server
+    # could allocate from that database meanwhile. Sessions idle inside a transaction for
+    # this long are orphans: the database ends them and rolls back.
+    orphan_after = max(5, 3 * seconds)
     if backend in ("mysql", "mariadb"):
         connect_args: dict[str, object] = {
             "connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds,
         }
     elif backend == "postgresql":
         connect_args = {"connect_timeout": seconds,
-                        "options": f"-c statement_timeout={seconds * 1000}"}
+                        "options": f"-c statement_timeout={seconds * 1000} "
+                                   f"-c idle_in_transaction_session_timeout={orphan_after * 1000}"}
     else:
         connect_args = {}
-    return create_engine(
+    engine = create_engine(
         url, connect_args=connect_args, pool_pre_ping=True, pool_recycle=3600, pool_size=4,
         max_overflow=8, pool_timeout=timeout,
     )
+    if backend in ("mysql", "mariadb"):
+
+        @event.listens_for(engine, "connect")
+        def _end_orphans(dbapi_conn: object, _record: object) -> None:
+            if "MariaDB" in dbapi_conn.get_server_info():  # type: ignore[attr-defined]
+                cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
+                cursor.execute(f"SET SESSION idle_transaction_timeout = {orphan_after}")
+                cursor.close()
+
+    return engine
 
 
 def _read_row(conn: Connection, biz_type: str) -> BizRow | None:

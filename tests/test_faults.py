@@ -281,3 +281,34 @@ def test_commit_whose_answer_is_lost_wastes_its_range_never_hands_it_out(one_db,
     assert one_db.rows("c")[0].max_id >= 300, "the lost range stays claimed"
     # (0, 100] committed but its answer was lost: wasted, never handed out.
     assert min(ids) > 100 and ids == list(range(101, 251))
+
+
+@pytest.mark.slow
+def test_a_transaction_orphaned_between_update_and_commit_does_not_lock_the_db_for_good(
+        one_db, start_server):
+    # Server A reaches the database through a proxy that, after A's UPDATE, forwards
+    # nothing more and never closes A's connection: A's host vanished mid-transaction.
+    # The database keeps the transaction and its row lock until it times it out itself.
+    one_db.register("o", step=100)
+    a = start_server(one_db.proxied)
+    b = start_server(one_db.urls)
+    one_db.proxies[0].drop_at_commit(1, partition=True)
+    with RemoteClient(a.address, retries=0, timeout=1) as to_a:
+        with pytest.raises(ServiceUnavailable):
+            to_a.next_ids("o", 1)
+    wait_until(lambda: one_db.proxies[0].drops, what="the partition")
+    got: dict[str, list[int]] = {}
+
+    def serves(name: str, address: str) -> bool:
+        try:
+            with RemoteClient(address, retries=0, timeout=5) as client:
+                got[name] = client.next_ids("o", 10)
+        except IdGenError:
+            return False
+        return True
+
+    # MariaDB's default would keep the orphan for wait_timeout (8 hours); the servers'
+    # sessions set idle_transaction_timeout, so it is rolled back within seconds.
+    wait_until(lambda: serves("b", b.address), 60, "server B to allocate past the orphan")
+    wait_until(lambda: serves("a", a.address), 60, "server A to allocate again")
+    assert len(set(got["a"] + got["b"])) == 20

@@ -2,8 +2,8 @@
 
 Modes:
 - ``up``: bytes flow both ways.
-- ``refuse``: the listening socket is closed and every open connection reset,
-  so connecting fails at once with ECONNREFUSED.
+- ``refuse``: the proxy stops listening (its port stays reserved) and resets
+  every open connection, so connecting fails at once with ECONNREFUSED.
 - ``hang``: connections are accepted but nothing is forwarded either way, so
   clients block until their own timeouts fire.
 - ``up`` with ``delay``: every chunk is held back ``delay`` seconds.
@@ -13,9 +13,10 @@ for the MySQL protocol, whose queries travel as plain text (``COM_QUERY``,
 command byte 3): the next ``COMMIT`` that follows an ``UPDATE`` on a connection
 is either never forwarded (the connection is dropped between the ``UPDATE`` and
 the commit, so the database rolls the update back) or forwarded with its answer
-swallowed (the commit happened, the client never learns it). Each drop is
-recorded in ``drops`` with the ``max_id`` the ``UPDATE`` set, so a test can
-check that the range it claimed is never handed out.
+swallowed (the commit happened, the client never learns it), or -- a
+partition -- never forwarded while the connection to the database is left open.
+Each drop is recorded in ``drops`` with the ``max_id`` the ``UPDATE`` set, so a
+test can check that the range it claimed is never handed out.
 
 ``restore()`` listens again on the same port: clients reconnect as to a
 database that came back.
@@ -54,13 +55,14 @@ def _query(data: bytes) -> bytes | None:
 class _Link:
     """One proxied connection: both sockets and the commit trap's state."""
 
-    __slots__ = ("client", "upstream", "pending_update", "swallow")
+    __slots__ = ("client", "upstream", "pending_update", "swallow", "partitioned")
 
     def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
         self.client = client
         self.upstream = upstream
         self.pending_update: bytes | None = None
         self.swallow = False
+        self.partitioned = False
 
 
 class TcpProxy:
@@ -150,6 +152,8 @@ class TcpProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if link.partitioned:
+                    continue  # nothing crosses a partition, either way
                 while self.mode == "hang" and not self._stopped.is_set():
                     time.sleep(0.01)
                 if self.mode != "up":
@@ -158,6 +162,8 @@ class TcpProxy:
                     time.sleep(self.delay)
                 if outbound:
                     if self._trap_commit(link, data):
+                        if link.partitioned:
+                            continue
                         break
                 elif link.swallow:
                     break  # the commit's answer: the client never learns that it happened
@@ -165,8 +171,13 @@ class TcpProxy:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                self._close(s)
+            if link.partitioned and outbound:
+                # The client gave up; the database never hears of it and keeps the
+                # connection, with its transaction open, until it times it out itself.
+                self._close(src)
+            else:
+                for s in (src, dst):
+                    self._close(s)
 
     def _trap_commit(self, link: _Link, data: bytes) -> bool:
         """True if this packet is the COMMIT to drop the connection on (before it)."""
@@ -190,6 +201,7 @@ class TcpProxy:
         if when == "after":
             link.swallow = True
             return False
+        link.partitioned = when == "partition"
         return True
 
     def _close(self, sock: socket.socket) -> None:
@@ -235,15 +247,18 @@ class TcpProxy:
         self.delay = delay
         self.mode = "up"
 
-    def drop_at_commit(self, times: int = 1, *, after: bool = False) -> None:
+    def drop_at_commit(self, times: int = 1, *, after: bool = False, partition: bool = False) -> None:
         """Drop the connection at the next ``times`` COMMITs that follow an UPDATE.
 
         ``after=False``: the COMMIT is never forwarded (the update is rolled back).
         ``after=True``: it is forwarded and its answer swallowed (the update stays).
+        ``partition=True``: the COMMIT is never forwarded and the connection to the
+        database is left open, as when the client's host vanished from the network:
+        the database keeps the transaction (and its row lock) until it times it out.
         """
         with self._lock:
             self._commit_traps = times
-            self._commit_when = "after" if after else "before"
+            self._commit_when = "partition" if partition else "after" if after else "before"
 
     def disarm(self) -> int:
         """Cancel the commit traps not sprung yet; returns how many there were."""
