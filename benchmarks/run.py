@@ -28,9 +28,9 @@ from benchmarks.harness import (
     SWITCH_STEP,
     Context,
     Run,
-    WorkerPool,
     progress,
 )
+from benchmarks.processes import WorkerPool
 
 DEFAULT_MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
 _ALLOC_STEP = 1000
