@@ -4,7 +4,9 @@ A segment has to outlast the fetch of the next one, or callers wait. With a
 fixed step that holds only up to some rate: a local generator in a tight loop
 uses 10,000 IDs in under a millisecond, less than a ``NextSegment`` round trip.
 So, as Leaf does on its server, the size adapts: when a segment lasted less than
-``target`` seconds the next request claims twice as many steps; when it lasted
+``target`` seconds the next request claims as many steps as would have lasted
+``target`` (at least twice as many: Leaf only doubles, which takes ten fetches,
+and as many waits, to reach 1,024 steps from a standing start); when it lasted
 more than ``8 * target`` it claims half as many; between 1 and ``MAX_STEPS``.
 One allocation is still one compare-and-set, whatever its size; a process that
 dies wastes at most its two buffered segments.
@@ -14,6 +16,7 @@ each fetch starts at the same point (the preload threshold) of its segment.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -53,7 +56,8 @@ class AdaptiveSteps:
             if self._last is not None:
                 lasted = now - self._last
                 if lasted < self._target:
-                    self.steps = min(self.steps * 2, self._max)
+                    wanted = self.steps * self._target / max(lasted, 1e-9)
+                    self.steps = min(max(self.steps * 2, math.ceil(wanted)), self._max)
                 elif lasted > 8 * self._target:
                     self.steps = max(self.steps // 2, 1)
             self._last = now

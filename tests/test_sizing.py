@@ -20,16 +20,26 @@ def fetcher(asked: list[int]):
     return fetch
 
 
-def test_fast_use_doubles_the_steps_up_to_the_cap():
+def test_fast_use_grows_the_steps_to_what_would_last_the_target_up_to_the_cap():
     asked: list[int] = []
     clock = Clock()
     sized = AdaptiveSteps(fetcher(asked), target=1.0, clock=clock)
     floor = 0
-    for _ in range(15):
+    for _ in range(6):
         floor = sized(floor).end
-        clock.now += 0.01  # each segment lasted 10 ms
-    assert asked[:4] == [1, 1, 2, 4]
-    assert asked[-1] == MAX_STEPS and max(asked) == MAX_STEPS
+        clock.now += 0.01  # each segment lasted 10 ms: 100 times as many would last 1 s
+    assert asked[:3] == [1, 1, 100]
+    assert asked[3:] == [MAX_STEPS] * 3
+
+
+def test_slightly_short_segments_at_least_double():
+    asked: list[int] = []
+    clock = Clock()
+    sized = AdaptiveSteps(fetcher(asked), target=1.0, clock=clock)
+    for _ in range(4):
+        sized(0)
+        clock.now += 0.9
+    assert asked == [1, 1, 2, 4]
 
 
 def test_slow_use_halves_the_steps_back_to_one_and_steady_use_keeps_them():
