@@ -13,14 +13,18 @@ pinned to one server each, and local generators. Meanwhile it injects faults:
   a fraction of a second per packet, then restored;
 - ``all-cut``: both databases refused or hanging, longer than the buffers last;
 - ``drop-commit``: a database connection dropped between an ``UPDATE`` of the
-  segment table and its ``COMMIT`` (or right after the COMMIT, its answer lost).
+  segment table and its ``COMMIT`` (or right after the COMMIT, its answer lost);
+- ``orphan-commit``: after an ``UPDATE`` nothing more crosses that connection and
+  the database's side stays open (the server's host vanished): the transaction
+  and its row lock live on until the database ends them.
 
 ``--mode each`` runs every kind once, in an order drawn from the seed;
 ``--mode mixed`` draws faults (sometimes a kill during a database fault) until
 ``--duration`` has passed and ``--ids`` IDs were received. At the end it waits
 for recovery, stops everything and checks the whole history
 (``tests.fault.check``): exit status 0 only if every check passed. The seed is
-printed first: ``--seed`` replays the same schedule (timings still vary).
+printed first: ``--seed`` replays the same schedule (timings still vary) for
+the same ``--kinds``.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ from tests.support.servers import ServerProcess
 
 __all__ = ["KINDS", "Config", "Report", "run"]
 
-KINDS = ("kill", "refuse", "hang", "slow", "all-cut", "drop-commit")
+KINDS = ("kill", "refuse", "hang", "slow", "all-cut", "drop-commit", "orphan-commit")
 BIZ = "fault"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,6 +220,8 @@ class _Injector:
             return {"how": r.choice(("refuse", "hang")), "hold": round(k * r.uniform(8, 14), 2)}
         if kind == "drop-commit":
             return {"db": r.randrange(2), "times": r.randint(1, 3), "after": r.random() < 0.5}
+        if kind == "orphan-commit":
+            return {"db": r.randrange(2)}
         raise ValueError(kind)
 
     def inject(self, kind: str, p: dict) -> None:
@@ -278,24 +284,27 @@ class _Injector:
         self._log(Fault("all-cut", "all", start, time.monotonic(),
                         {"how": how, "ran_dry": dry}))
 
-    def _drop_commit(self, db: int, times: int, after: bool) -> None:
+    def _orphan_commit(self, db: int) -> None:
+        self._drop_commit(db, 1, after=False, partition=True)
+
+    def _drop_commit(self, db: int, times: int, after: bool, partition: bool = False) -> None:
         proxy = self.cluster.proxies[db]
         seen = len(proxy.drops)
         start = time.monotonic()
-        proxy.drop_at_commit(times, after=after)
+        proxy.drop_at_commit(times, after=after, partition=partition)
         deadline = start + 20
         while len(proxy.drops) < seen + times and time.monotonic() < deadline:
             self._quit.wait(0.05)
         proxy.disarm()
         drops = [{"db": db, "when": d.when, "max_id": d.max_id} for d in proxy.drops[seen:]]
-        self._log(Fault("drop-commit", f"db{db}", start, time.monotonic(),
-                        {"armed": times, "drops": drops}))
+        kind = "orphan-commit" if partition else "drop-commit"
+        self._log(Fault(kind, f"db{db}", start, time.monotonic(), {"armed": times, "drops": drops}))
 
     def episode(self, kinds: tuple[str, ...]) -> None:
         """One fault, or in mixed mode sometimes a kill during a database fault."""
         kind = self.rng.choice(kinds)
         params = self.params(kind)
-        if "kill" in kinds and kind in ("refuse", "hang", "slow", "drop-commit") \
+        if "kill" in kinds and kind in ("refuse", "hang", "slow", "drop-commit", "orphan-commit") \
                 and self.rng.random() < 0.25:
             kill = self.params("kill")
             thread = threading.Thread(target=self.inject, args=("kill", kill), name="inject-kill")
