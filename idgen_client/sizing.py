@@ -5,14 +5,18 @@ fixed step that holds only up to some rate: a local generator in a tight loop
 uses 10,000 IDs in under a millisecond, less than a ``NextSegment`` round trip.
 So, as Leaf does on its server, the size adapts: when a segment lasted less than
 ``target`` seconds the next request claims as many steps as would have lasted
-``target`` (at least twice as many: Leaf only doubles, which takes ten fetches,
-and as many waits, to reach 1,024 steps from a standing start); when it lasted
-more than ``8 * target`` it claims half as many; between 1 and ``MAX_STEPS``.
+``target``, at least twice and at most eight times as many (Leaf only doubles,
+which takes ten fetches, and as many waits, to reach 1,024 steps from a standing
+start; unbounded growth would let one burst make segments that last minutes
+once the burst is over); when it lasted more than ``8 * target`` it claims half
+as many; between 1 and ``MAX_STEPS``.
 One allocation is still one compare-and-set, whatever its size; a process that
 dies wastes at most its two buffered segments.
 
 The time between two successful fetches measures how long a segment lasted:
-each fetch starts at the same point (the preload threshold) of its segment.
+each fetch starts at the same point (the preload threshold) of its segment. The
+first interval is not measured: the first fetch happens before any segment is
+in use, so the second comes a mere preload threshold later.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ __all__ = ["MAX_STEPS", "AdaptiveSteps"]
 
 MAX_STEPS = 1024
 """The most steps one allocation may claim."""
+
+_MAX_GROWTH = 8  # the most one fetch multiplies the steps by
 
 
 class AdaptiveSteps:
@@ -46,6 +52,7 @@ class AdaptiveSteps:
         self._clock = clock
         self._lock = threading.Lock()
         self._last: float | None = None
+        self._fetched = 0
         self.steps = 1
         """How many steps the next fetch claims."""
 
@@ -53,11 +60,13 @@ class AdaptiveSteps:
         segment = self._fetch(floor, self.steps)
         now = self._clock()
         with self._lock:
-            if self._last is not None:
+            self._fetched += 1
+            if self._last is not None and self._fetched > 2:
                 lasted = now - self._last
                 if lasted < self._target:
-                    wanted = self.steps * self._target / max(lasted, 1e-9)
-                    self.steps = min(max(self.steps * 2, math.ceil(wanted)), self._max)
+                    wanted = math.ceil(self.steps * self._target / max(lasted, 1e-9))
+                    grown = min(max(wanted, self.steps * 2), self.steps * _MAX_GROWTH)
+                    self.steps = min(grown, self._max)
                 elif lasted > 8 * self._target:
                     self.steps = max(self.steps // 2, 1)
             self._last = now
