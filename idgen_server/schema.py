@@ -6,6 +6,7 @@ for DBAs who apply schema by hand, and tests/test_schema.py keeps them in step.
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, func
+from sqlalchemy.dialects import mysql
 
 __all__ = ["metadata", "segment_table"]
 
@@ -14,8 +15,11 @@ metadata = MetaData()
 segment_table = Table(
     "idgen_segment",
     metadata,
-    # The ID space; validated by idgen_client.segment.validate_biz_type.
-    Column("biz_type", String(64), primary_key=True),
+    # The ID space; validated by idgen_client.segment.validate_biz_type. Compared byte
+    # for byte: MySQL's default collations would make 'Order' and 'order' one row.
+    Column("biz_type", String(64).with_variant(
+        mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"),
+        primary_key=True),
     # The highest ID allocated so far: segments are (max_id, max_id + step].
     Column("max_id", BigInteger, nullable=False),
     # How many numbers one allocation claims (of which 1/delta become IDs).

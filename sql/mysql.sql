@@ -3,7 +3,8 @@
 -- One row per biz type per database. Segments are (max_id, max_id + step];
 -- this database hands out only IDs with id % delta = remainder.
 CREATE TABLE IF NOT EXISTS idgen_segment (
-    biz_type   VARCHAR(64) NOT NULL,                       -- the ID space, [A-Za-z0-9_.:-]{1,64}
+    biz_type   VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,  -- the ID space,
+                                     -- [A-Za-z0-9_.:-]{1,64}, case-sensitive
     max_id     BIGINT      NOT NULL,                       -- highest ID allocated so far
     step       BIGINT      NOT NULL,                       -- numbers claimed per allocation
     delta      INTEGER     NOT NULL,                       -- number of databases serving it

@@ -155,3 +155,10 @@ def test_a_failed_db_is_benched_then_probed_back_into_turn(make_mariadb):
     finally:
         allocator.close()
         proxy.close()
+
+
+def test_biz_type_names_are_case_sensitive_on_every_database(store):
+    store.register("order", step=10)
+    store.register("ORDER", step=20)
+    assert (store.allocate("order").end, store.allocate("ORDER").end) == (10, 20)
+    assert store.read("Order") is None

@@ -110,8 +110,8 @@ def biz_type_verdict(biz_type: str) -> grpc.StatusCode:
         validate_biz_type(biz_type)
     except InvalidRequest:
         return grpc.StatusCode.INVALID_ARGUMENT
-    # MariaDB compares names case-insensitively (its default collation): 'FUZZ' is 'fuzz'.
-    return grpc.StatusCode.OK if biz_type.lower() == REGISTERED else grpc.StatusCode.NOT_FOUND
+    # Names compare byte for byte on every database (binary collation on MariaDB).
+    return grpc.StatusCode.OK if biz_type == REGISTERED else grpc.StatusCode.NOT_FOUND
 
 
 nasty_text = st.one_of(

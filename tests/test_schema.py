@@ -22,8 +22,9 @@ def statements(dialect: str) -> list[str]:
 def describe(engine) -> list[tuple[str, str, bool]]:
     columns = inspect(engine).get_columns(segment_table.name)
     pk = inspect(engine).get_pk_constraint(segment_table.name)["constrained_columns"]
-    return [(c["name"], type(c["type"]).__name__.upper().replace("BIGINTEGER", "BIGINT"),
-             c["nullable"]) for c in columns] + [("pk", ",".join(pk), False)]
+    # repr: the type with its length, charset and collation, as this dialect reflects it.
+    return [(c["name"], repr(c["type"]), c["nullable"]) for c in columns] + [
+        ("pk", ",".join(pk), False)]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mariadb),
