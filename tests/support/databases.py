@@ -23,49 +23,50 @@ def postgres_url(database: str, host: str = POSTGRES_HOST, port: int = POSTGRES_
     return f"postgresql+psycopg://postgres@{host}:{port}/{database}"
 
 
-class MariaDB:
-    """Creates databases on the MariaDB server; drops them all at the end."""
+class _Server:
+    """Creates databases on one server; drops them all at the end."""
+
+    _create = _drop = ""  # statements with {name}
+    _url: staticmethod
+
+    def __init__(self, conn: object) -> None:
+        self._conn = conn
+        self._created: list[str] = []
+
+    def _execute(self, statement: str) -> None:
+        with self._conn.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute(statement)
+
+    def create(self) -> str:
+        name = f"idgen_test_{uuid.uuid4().hex[:12]}"
+        self._execute(self._create.format(name=name))
+        self._created.append(name)
+        return self._url(name)
+
+    def drop_all(self) -> None:
+        for name in self._created:
+            self._execute(self._drop.format(name=name))
+        self._conn.close()  # type: ignore[attr-defined]
+
+
+class MariaDB(_Server):
+    _create, _drop = "CREATE DATABASE `{name}`", "DROP DATABASE IF EXISTS `{name}`"
+    _url = staticmethod(mariadb_url)
 
     def __init__(self) -> None:
         import pymysql
 
-        self._conn = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root",
-                                     password="", connect_timeout=5, autocommit=True)
-        self._created: list[str] = []
-
-    def create(self) -> str:
-        name = f"idgen_test_{uuid.uuid4().hex[:12]}"
-        with self._conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}`")
-        self._created.append(name)
-        return mariadb_url(name)
-
-    def drop_all(self) -> None:
-        with self._conn.cursor() as cur:
-            for name in self._created:
-                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        self._conn.close()
+        super().__init__(pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root",
+                                         password="", connect_timeout=5, autocommit=True))
 
 
-class PostgreSQL:
-    """Creates databases on the PostgreSQL server; drops them all at the end."""
+class PostgreSQL(_Server):
+    _create = 'CREATE DATABASE "{name}"'
+    _drop = 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    _url = staticmethod(postgres_url)
 
     def __init__(self) -> None:
         import psycopg
 
-        self._conn = psycopg.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres",
-                                     dbname="postgres", connect_timeout=5, autocommit=True)
-        self._created: list[str] = []
-
-    def create(self) -> str:
-        name = f"idgen_test_{uuid.uuid4().hex[:12]}"
-        with self._conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        self._created.append(name)
-        return postgres_url(name)
-
-    def drop_all(self) -> None:
-        with self._conn.cursor() as cur:
-            for name in self._created:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self._conn.close()
+        super().__init__(psycopg.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres",
+                                         dbname="postgres", connect_timeout=5, autocommit=True))
