@@ -25,9 +25,10 @@ class LocalGenerator(DoubleBuffer):
     ``next_id()`` is the buffer's own lock-free hot path. The IDs one generator
     hands out always increase, across segments too: each ``NextSegment`` asks
     for a segment above the one in use. Segment sizes adapt to the rate of use
-    (``idgen_client.sizing``), so that a fetch finishes before it is needed. Give it server addresses, or a
-    ``RemoteClient`` to share (which it then leaves open). Close it, or use it
-    as a context manager, to stop its background fetches.
+    (``idgen_client.sizing``), so that a fetch finishes before it is needed.
+    Give it server addresses, or a ``RemoteClient`` to share (which it then
+    leaves open). Close it, or use it as a context manager, to stop its
+    background fetches.
     """
 
     def __init__(

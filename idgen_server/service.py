@@ -118,8 +118,6 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
     def NextSegment(self, request: idgen_pb2.NextSegmentRequest, context: grpc.ServicerContext
                     ) -> idgen_pb2.NextSegmentResponse:
         biz_type = validate_biz_type(request.biz_type)
-        if request.floor < 0:
-            raise InvalidRequest(f"floor must be at least 0, got {request.floor}")
         segment = self.allocator.allocate(biz_type, request.floor, request.steps or 1,
                                           above_all=request.above_all)
         return idgen_pb2.NextSegmentResponse(
