@@ -85,7 +85,11 @@ class ServerConfig:
             urls = tuple(u.strip() for u in env["IDGEN_DB"].split(",") if u.strip())
         elif "db" in settings:
             db_setting = settings.pop("db")
-            urls = (db_setting,) if isinstance(db_setting, str) else tuple(db_setting)
+            if isinstance(db_setting, str):
+                db_setting = [db_setting]
+            if not isinstance(db_setting, list) or not all(isinstance(u, str) for u in db_setting):
+                raise InvalidRequest(f"config file {path}: db must be a URL or a list of URLs")
+            urls = tuple(db_setting)
         else:
             urls = (DEFAULT_DB,)
         settings.pop("db", None)

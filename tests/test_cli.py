@@ -119,6 +119,7 @@ def test_a_config_file_configures_the_server_and_flags_win(tmp_path, start_serve
     ("db = [", "not valid TOML"),
     ("colour = 'blue'", "unknown settings ['colour']"),
     ("workers = 0", "workers must be in 1..1024"),
+    ("db = 5", "db must be a URL or a list of URLs"),
 ])
 def test_a_bad_config_file_is_refused_with_a_reason(tmp_path, content, message):
     config = tmp_path / "idgen.toml"
