@@ -4,12 +4,13 @@ A segment has to outlast the fetch of the next one, or callers wait. With a
 fixed step that holds only up to some rate: a local generator in a tight loop
 uses 10,000 IDs in under a millisecond, less than a ``NextSegment`` round trip.
 So, as Leaf does on its server, the size adapts: when a segment lasted less than
-``target`` seconds the next request claims as many steps as would have lasted
-``target``, at least twice and at most eight times as many (Leaf only doubles,
-which takes ten fetches, and as many waits, to reach 1,024 steps from a standing
-start; unbounded growth would let one burst make segments that last minutes
-once the burst is over); when it lasted more than ``8 * target`` it claims half
-as many; between 1 and ``MAX_STEPS``.
+``target`` seconds the next request claims twice as many steps; when it lasted
+more than ``8 * target`` it claims half as many; between 1 and ``MAX_STEPS``.
+Why only twice: while a buffer is starved (its fetches finish after the segment
+they replace ran out), the time between fetches covers just the part of a
+segment before its preload threshold, a fifth of its life. Growing to what
+"would have lasted the target" then overshoots fivefold on top of any burst, and
+made segments that lasted a minute (growing up to eightfold did).
 One allocation is still one compare-and-set, whatever its size; a process that
 dies wastes at most its two buffered segments.
 
@@ -20,7 +21,6 @@ in use, so the second comes a mere preload threshold later.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -31,8 +31,6 @@ __all__ = ["MAX_STEPS", "AdaptiveSteps"]
 
 MAX_STEPS = 1024
 """The most steps one allocation may claim."""
-
-_MAX_GROWTH = 8  # the most one fetch multiplies the steps by
 
 
 class AdaptiveSteps:
@@ -64,9 +62,7 @@ class AdaptiveSteps:
             if self._last is not None and self._fetched > 2:
                 lasted = now - self._last
                 if lasted < self._target:
-                    wanted = math.ceil(self.steps * self._target / max(lasted, 1e-9))
-                    grown = min(max(wanted, self.steps * 2), self.steps * _MAX_GROWTH)
-                    self.steps = min(grown, self._max)
+                    self.steps = min(self.steps * 2, self._max)
                 elif lasted > 8 * self._target:
                     self.steps = max(self.steps // 2, 1)
             self._last = now
