@@ -11,6 +11,8 @@ from __future__ import annotations
 from idgen_client.buffer import DoubleBuffer
 from idgen_client.errors import (
     BizTypeConflict,
+    BizTypeMisconfigured,
+    ConfigError,
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
@@ -21,12 +23,15 @@ from idgen_client.errors import (
 from idgen_client.local import LocalGenerator
 from idgen_client.receiver import Gap, Receiver
 from idgen_client.remote import RemoteClient
-from idgen_client.segment import INT64_MAX, Segment, validate_biz_type
+from idgen_client.segment import INT64_MAX, MAX_COUNT, Segment, validate_biz_type
 from idgen_client.sequencer import Sequencer, Stamp
 
 __all__ = [
     "INT64_MAX",
+    "MAX_COUNT",
     "BizTypeConflict",
+    "BizTypeMisconfigured",
+    "ConfigError",
     "DoubleBuffer",
     "Gap",
     "IdGenError",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import grpc
 
 from idgen_client.errors import (
-    BizTypeConflict,
+    BizTypeMisconfigured,
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
@@ -20,7 +20,7 @@ from idgen_client.errors import (
 _CODES: tuple[tuple[type[IdGenError], grpc.StatusCode], ...] = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownBizType, grpc.StatusCode.NOT_FOUND),
-    (BizTypeConflict, grpc.StatusCode.FAILED_PRECONDITION),
+    (BizTypeMisconfigured, grpc.StatusCode.FAILED_PRECONDITION),
     (ServiceUnavailable, grpc.StatusCode.UNAVAILABLE),
     (IdSpaceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )

@@ -12,10 +12,12 @@ __all__ = [
     "IdGenError",
     "InvalidRequest",
     "UnknownBizType",
+    "BizTypeMisconfigured",
     "BizTypeConflict",
     "ServiceUnavailable",
     "StorageUnavailable",
     "IdSpaceExhausted",
+    "ConfigError",
 ]
 
 
@@ -31,7 +33,16 @@ class UnknownBizType(IdGenError, LookupError):
     """The biz type is not registered in any reachable database."""
 
 
-class BizTypeConflict(IdGenError):
+class BizTypeMisconfigured(IdGenError):
+    """The biz type's rows cannot be served safely: a row is damaged (a negative
+    ``max_id``, a ``step`` or ``delta`` below 1, a ``remainder`` outside
+    ``[0, delta)``), or the rows of its databases do not form one set of distinct
+    residue classes (registered apart, or edited by hand). Nothing is handed out
+    for it until an operator repairs the rows; service then resumes by itself.
+    """
+
+
+class BizTypeConflict(BizTypeMisconfigured):
     """A biz type is already registered with different settings."""
 
 
@@ -45,3 +56,9 @@ class StorageUnavailable(ServiceUnavailable):
 
 class IdSpaceExhausted(IdGenError):
     """The biz type has used up the int64 range: no ID above 2^63-1 is ever made."""
+
+
+class ConfigError(IdGenError):
+    """A setting is wrong (a flag, a config file value, a database URL, a password):
+    a person has to change it. Raised before anything is served; never sent over
+    the wire."""

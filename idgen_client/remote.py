@@ -19,7 +19,8 @@ from google.protobuf.message import Message
 from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
 from idgen_client._status import error_for
 from idgen_client.errors import InvalidRequest, ServiceUnavailable
-from idgen_client.segment import Segment, validate_biz_type
+from idgen_client.segment import INT64_MAX, Segment, validate_biz_type, validate_count
+from idgen_client.sizing import MAX_STEPS
 
 __all__ = ["DEFAULT_TARGET", "RemoteClient"]
 
@@ -88,7 +89,7 @@ class RemoteClient:
     def next_ids(self, biz_type: str, count: int) -> list[int]:
         """``count`` new IDs, increasing. Raises ``IdGenError`` subclasses."""
         validate_biz_type(biz_type)
-        request = idgen_pb2.NextIdRequest(biz_type=biz_type, count=count)
+        request = idgen_pb2.NextIdRequest(biz_type=biz_type, count=validate_count(count))
         return list(self._call("NextId", request).ids)
 
     def next_id(self, biz_type: str) -> int:
@@ -103,6 +104,10 @@ class RemoteClient:
         (``ServiceUnavailable`` while one of them cannot be read).
         """
         validate_biz_type(biz_type)
+        if isinstance(floor, bool) or not isinstance(floor, int) or not 0 <= floor <= INT64_MAX:
+            raise InvalidRequest(f"floor must be a whole number in 0..2^63-1, got {floor!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+            raise InvalidRequest(f"steps must be a whole number in 1..{MAX_STEPS}, got {steps!r}")
         request = idgen_pb2.NextSegmentRequest(biz_type=biz_type, floor=floor, steps=steps,
                                                above_all=above_all)
         reply = self._call("NextSegment", request)

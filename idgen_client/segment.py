@@ -15,10 +15,13 @@ from dataclasses import dataclass
 
 from idgen_client.errors import IdSpaceExhausted, InvalidRequest
 
-__all__ = ["INT64_MAX", "MAX_BIZ_TYPE_LENGTH", "Segment", "validate_biz_type"]
+__all__ = ["INT64_MAX", "MAX_BIZ_TYPE_LENGTH", "MAX_COUNT", "Segment", "validate_biz_type",
+           "validate_count"]
 
 INT64_MAX = 2**63 - 1
 MAX_BIZ_TYPE_LENGTH = 64
+MAX_COUNT = 100_000
+"""The most IDs one ``NextId`` call may ask for."""
 _BIZ_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 
 
@@ -42,6 +45,15 @@ def validate_biz_type(biz_type: object) -> str:
             "or does not start with a letter or digit"
         )
     return biz_type
+
+
+def validate_count(count: object) -> int:
+    """Return ``count`` if it is a whole number in ``1..MAX_COUNT``, else raise ``InvalidRequest``."""
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise InvalidRequest(f"count must be a whole number, not {type(count).__name__}")
+    if not 1 <= count <= MAX_COUNT:
+        raise InvalidRequest(f"count must be between 1 and {MAX_COUNT}, got {count}")
+    return count
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,26 @@
-"""Allocation across several databases, with failover.
+"""Allocation across several databases, with failover and the guards on their rows.
 
 n databases serve a biz type; database k hands out only IDs ``≡ k (mod n)``,
 so they can never collide, and any one of them alive keeps the service alive.
 The allocator takes each segment from the next healthy database in turn. A
 database that fails is benched: it is tried only after every healthy one has
-failed, so callers do not pay its timeouts again and again, and a background
-probe (thread ``idgen-db-probe``) pings it every ``probe_interval`` seconds and
-puts it back in turn as soon as it answers, so one that comes back is used
-again without a restart. Benching only orders the attempts, it never refuses
-to try: when every database is benched, they are all tried.
+failed, so callers do not pay its timeouts again and again. Benching only
+orders the attempts, it never refuses to try: when every database is benched,
+they are all tried.
+
+The rows are checked at every allocation (``idgen_server.rows``): the row the
+segment is cut from, fresh, against the rows of the other databases as last
+read. A set that does not hold is read again from every database that answers
+before the biz type is refused (``BizTypeMisconfigured``, logged as an error),
+so a repair is seen at once. Other biz types are served meanwhile.
+
+A background thread (``idgen-db-watch``) pings benched databases every
+``probe_interval`` seconds and puts back each one that answers, and every
+``watch_interval`` seconds reads the whole segment table of the healthy ones.
+That keeps the rows the set check compares with fresh, and gives each store's
+high water (``idgen_server.store``) every ``max_id`` that was committed, by any
+server, more than an interval before it was moved back; a row found below its
+high water is moved back up at once, before any server cuts a segment from it.
 
 Floors. ``allocate(biz, floor)`` returns a segment above ``floor``; a database
 whose ``max_id`` lags behind is moved past it. The server's double buffer passes
@@ -21,25 +33,32 @@ client needs in multi-DB mode to stay above every ID issued before it started.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Sequence
 
 from idgen_client.errors import (
+    BizTypeMisconfigured,
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
     StorageUnavailable,
     UnknownBizType,
 )
-from idgen_client.segment import Segment
+from idgen_client.segment import INT64_MAX, Segment
 from idgen_client.sizing import MAX_STEPS
+from idgen_server.rows import BizRow, check_residue_set, check_row
 from idgen_server.store import SegmentStore
 
 __all__ = ["Allocator", "unknown_biz_type"]
 
 log = logging.getLogger(__name__)
+
+_LOUD_EVERY = 60.0
+"""Seconds before the same refusal of a biz type is logged again."""
 
 
 def unknown_biz_type(biz_type: str) -> UnknownBizType:
@@ -55,8 +74,9 @@ class Allocator:
 
     Thread-safe. Raises ``UnknownBizType`` when every database answered that
     it does not know the biz type, ``IdSpaceExhausted`` when every database
-    that knows it has used up its int64 range, and ``StorageUnavailable`` when
-    none of them could answer.
+    that knows it has used up its int64 range, ``BizTypeMisconfigured`` when its
+    rows are damaged or do not form one residue set, and ``StorageUnavailable``
+    when none of them could answer. Close it to stop its background thread.
     """
 
     def __init__(
@@ -64,18 +84,26 @@ class Allocator:
         stores: Sequence[SegmentStore],
         *,
         probe_interval: float = 0.5,
+        watch_interval: float = 1.0,
     ) -> None:
         if not stores:
             raise InvalidRequest("at least one database is needed")
         self.stores = tuple(stores)
         self._probe_interval = probe_interval
+        self._watch_interval = watch_interval
         self._lock = threading.Lock()
         self._benched = [False] * len(self.stores)
         self._failures = [0] * len(self.stores)
-        self._probe: threading.Thread | None = None
+        self._watch: threading.Thread | None = None
         self._closed = threading.Event()
-        self._high: dict[str, int] = {}  # highest segment end seen per biz type
+        # Keyed by biz types some database holds a row of: bounded by the tables, not
+        # by what clients send.
+        self._high: dict[str, int] = {}  # highest segment end or max_id seen per biz type
+        self._rows: dict[str, dict[int, BizRow]] = {}  # last row read, per database index
+        self._refused: dict[str, tuple[str, float]] = {}  # last refusal logged, and when
         self._turn = itertools.count()
+
+    # -- database health ----------------------------------------------------------
 
     def _order(self) -> list[int]:
         """Healthy databases first, round robin; then benched ones, fewest failures first."""
@@ -98,24 +126,129 @@ class Allocator:
                 return
             self._failures[index] += 1
             self._benched[index] = True
-            if self._probe is None and not self._closed.is_set():
-                self._probe = threading.Thread(target=self._probe_benched,
-                                               name="idgen-db-probe", daemon=True)
-                self._probe.start()
+        self._start_watch()
 
-    def _probe_benched(self) -> None:
-        """Ping benched databases until closed; put back each one that answers."""
+    def healthy(self) -> list[bool]:
+        """Per database, whether it is currently in turn (not benched)."""
+        with self._lock:
+            return [not b for b in self._benched]
+
+    def _start_watch(self) -> None:
+        with self._lock:
+            if self._watch is not None or self._closed.is_set():
+                return
+            self._watch = threading.Thread(target=self._run_watch, name="idgen-db-watch",
+                                           daemon=True)
+            self._watch.start()
+
+    def _run_watch(self) -> None:
+        """Until closed: put back benched databases that answer; read the healthy ones' rows."""
+        due = 0.0
         while not self._closed.wait(self._probe_interval):
             with self._lock:
                 benched = [i for i, b in enumerate(self._benched) if b]
             for index in benched:
                 if self.stores[index].ping():
                     self._record(index, ok=True)
+            if time.monotonic() >= due:
+                due = time.monotonic() + self._watch_interval
+                for index in (i for i in range(len(self.stores)) if i not in benched):
+                    if self._closed.is_set():
+                        return
+                    self._watch_rows(index)
 
-    def healthy(self) -> list[bool]:
-        """Per database, whether it is currently in turn (not benched)."""
+    def _watch_rows(self, index: int) -> None:
+        """Read one database's table; move any row found below its high water back up."""
+        store = self.stores[index]
+        try:
+            rows = store.read_all()
+        except StorageUnavailable:
+            self._record(index, ok=False)
+            return
+        self._record(index, ok=True)
         with self._lock:
-            return [not b for b in self._benched]
+            for biz_type, known in self._rows.items():
+                if biz_type not in rows:
+                    known.pop(index, None)
+            for biz_type, row in rows.items():
+                self._rows.setdefault(biz_type, {})[index] = row
+        for row in rows.values():
+            high = store.high_water(row.biz_type)
+            if row.max_id < high and _intact(store, row):
+                try:
+                    store.raise_to(row, high)
+                except StorageUnavailable:
+                    self._record(index, ok=False)
+                    return
+
+    # -- the set of rows ------------------------------------------------------------
+
+    def _remember(self, biz_type: str, rows: dict[int, BizRow | None]) -> None:
+        """Keep the rows just read (None: that database has no row for the biz type)."""
+        with self._lock:
+            known = self._rows.get(biz_type)
+            for index, row in rows.items():
+                if row is not None:
+                    known = self._rows.setdefault(biz_type, {})
+                    known[index] = row
+                elif known is not None:
+                    known.pop(index, None)
+
+    def _named(self, rows: dict[int, BizRow]) -> dict[str, BizRow]:
+        return {self.stores[i].name: row for i, row in sorted(rows.items())}
+
+    def _read_every(self, biz_type: str) -> tuple[dict[int, BizRow], list[StorageUnavailable]]:
+        """Read the biz type in every database now: the rows found, and the failures."""
+        rows: dict[int, BizRow] = {}
+        failed: list[StorageUnavailable] = []
+        for index, store in enumerate(self.stores):
+            try:
+                row = store.read(biz_type)
+            except StorageUnavailable as exc:
+                self._record(index, ok=False)
+                failed.append(exc)
+                continue
+            self._record(index, ok=True)
+            self._remember(biz_type, {index: row})
+            if row is not None:
+                rows[index] = row
+        return rows, failed
+
+    def _check_set(self, biz_type: str, index: int, row: BizRow) -> None:
+        """The check the store runs on the fresh row of database ``index`` before cutting."""
+        with self._lock:
+            known = dict(self._rows.get(biz_type, {}))
+        known[index] = row
+        try:
+            check_residue_set(biz_type, self._named(known), len(self.stores))
+        except BizTypeMisconfigured:
+            # What it was compared with may be stale: decide on what the databases say now.
+            fresh, _ = self._read_every(biz_type)
+            fresh[index] = row
+            check_residue_set(biz_type, self._named(fresh), len(self.stores))
+        self._remember(biz_type, {index: row})
+
+    def _refuse(self, biz_type: str, error: BizTypeMisconfigured) -> BizTypeMisconfigured:
+        """Log a refusal loudly (the same one at most once a minute); returns it to raise."""
+        message, now = str(error), time.monotonic()
+        with self._lock:
+            last = self._refused.get(biz_type)
+            loud = last is None or last[0] != message or now - last[1] >= _LOUD_EVERY
+            if loud:
+                self._refused[biz_type] = (message, now)
+        if loud:
+            log.error("%s", message)
+        return error
+
+    def _served(self, biz_type: str, segment: Segment) -> None:
+        with self._lock:
+            if segment.end > self._high.get(biz_type, 0):
+                self._high[biz_type] = segment.end
+            refused = self._refused.pop(biz_type, None)
+        if refused is not None:
+            log.warning("biz type %r is served again: its rows were repaired", biz_type)
+
+    # -- allocation -----------------------------------------------------------------
 
     def allocate(self, biz_type: str, floor: int = 0, steps: int = 1, *,
                  above_all: bool = False) -> Segment:
@@ -124,10 +257,11 @@ class Allocator:
         With ``above_all`` its IDs are also above every ID any database allocated
         before the call (``highest``): ``StorageUnavailable`` if one cannot be read.
         """
-        if floor < 0:
-            raise InvalidRequest(f"floor must be at least 0, got {floor}")
+        if not 0 <= floor <= INT64_MAX:
+            raise InvalidRequest(f"floor must be in 0..2^63-1, got {floor}")
         if not 1 <= steps <= MAX_STEPS:
             raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        self._start_watch()
         if above_all:
             floor = max(floor, self.highest(biz_type))
         if floor > self._high.get(biz_type, 0):
@@ -136,19 +270,23 @@ class Allocator:
         for index in self._order():
             store = self.stores[index]
             try:
-                segment = store.allocate(biz_type, floor, steps)
+                segment = store.allocate(biz_type, floor, steps,
+                                         check=functools.partial(self._check_set, biz_type, index))
             except StorageUnavailable as exc:
                 self._record(index, ok=False)
                 errors.append(exc)
                 continue
+            except BizTypeMisconfigured as exc:
+                self._record(index, ok=True)
+                raise self._refuse(biz_type, exc) from None
             except (UnknownBizType, IdSpaceExhausted) as exc:
                 self._record(index, ok=True)
+                if isinstance(exc, UnknownBizType):
+                    self._remember(biz_type, {index: None})
                 errors.append(exc)
                 continue
             self._record(index, ok=True)
-            with self._lock:
-                if segment.end > self._high.get(biz_type, 0):
-                    self._high[biz_type] = segment.end
+            self._served(biz_type, segment)
             return segment
         raise self._summarize(biz_type, errors)
 
@@ -171,56 +309,50 @@ class Allocator:
         return unknown_biz_type(biz_type)
 
     def highest(self, biz_type: str) -> int:
-        """The highest ``max_id`` of the biz type over every database.
+        """The highest ``max_id`` of the biz type over every database (and every high water).
 
         Every ID any database handed out before this call is at or below it: a
         segment is handed out only after its ``max_id`` committed, and ``max_id``
-        only grows. So a segment allocated above it is above everything issued
-        before, whichever databases lag. It needs every database: one that cannot
-        be read might hold the highest, so that is ``StorageUnavailable``, never a
-        guess. ``UnknownBizType`` if no database has the biz type.
+        only grows (the high water covers a database moved back). So a segment
+        allocated above it is above everything issued before, whichever databases
+        lag. It needs every database: one that cannot be read might hold the
+        highest, so that is ``StorageUnavailable``, never a guess.
+        ``UnknownBizType`` if no database has the biz type.
         """
-        high, known = 0, False
-        for index, store in enumerate(self.stores):
-            try:
-                row = store.read(biz_type)
-            except StorageUnavailable as exc:
-                self._record(index, ok=False)
-                raise StorageUnavailable(
-                    f"cannot read every database's max_id for {biz_type!r}, so cannot promise "
-                    f"IDs above all of them: retry later; {exc}"
-                ) from None
-            self._record(index, ok=True)
-            if row is not None:
-                known, high = True, max(high, row.max_id)
-        if not known:
+        self._start_watch()
+        rows, failed = self._read_every(biz_type)
+        if failed:
+            raise StorageUnavailable(
+                f"cannot read every database's max_id for {biz_type!r}, so cannot promise "
+                f"IDs above all of them: retry later; {failed[0]}"
+            )
+        if not rows:
             raise unknown_biz_type(biz_type)
+        try:
+            check_residue_set(biz_type, self._named(rows), len(self.stores))
+        except BizTypeMisconfigured as exc:
+            raise self._refuse(biz_type, exc) from None
+        return self._raise_high(biz_type, rows)
+
+    def _raise_high(self, biz_type: str, rows: dict[int, BizRow]) -> int:
+        high = max(self.stores[i].high_water(biz_type) for i in rows)
         with self._lock:
             self._high[biz_type] = max(high, self._high.get(biz_type, 0))
         return high
 
     def _check_floor(self, biz_type: str, floor: int) -> None:
         """Refuse a floor above every ID allocated for the biz type."""
-        high, unreachable, known = 0, 0, False
-        for store in self.stores:
-            try:
-                row = store.read(biz_type)
-            except StorageUnavailable:
-                unreachable += 1
-                continue
-            if row is not None:
-                known = True
-                high = max(high, row.max_id)
-        with self._lock:
-            self._high[biz_type] = max(high, self._high.get(biz_type, 0))
+        rows, failed = self._read_every(biz_type)
+        high = self._raise_high(biz_type, rows) if rows else 0
         if floor <= high:
             return
-        if unreachable:
+        if failed:
             raise StorageUnavailable(
-                f"cannot check floor {floor} for {biz_type!r}: {unreachable} database(s) unreachable"
+                f"cannot check floor {floor} for {biz_type!r}: {len(failed)} database(s) "
+                f"unreachable; {failed[0]}"
             )
-        if not known:
-            raise self._summarize(biz_type, [])
+        if not rows:
+            raise unknown_biz_type(biz_type)
         raise InvalidRequest(
             f"floor {floor} is above every ID allocated for {biz_type!r} (at most {high}): "
             "a floor must be an ID this service handed out"
@@ -228,6 +360,7 @@ class Allocator:
 
     def exists(self, biz_type: str) -> bool:
         """Whether any database has the biz type (``StorageUnavailable`` if none answers)."""
+        self._start_watch()
         answered = False
         for index in self._order():
             try:
@@ -238,6 +371,7 @@ class Allocator:
             self._record(index, ok=True)
             answered = True
             if row is not None:
+                self._remember(biz_type, {index: row})
                 return True
         if not answered:
             raise StorageUnavailable(
@@ -245,17 +379,27 @@ class Allocator:
             )
         return False
 
-    @property
-    def conflicts(self) -> int:
-        """Optimistic-lock retries across all databases."""
-        return sum(s.conflicts for s in self.stores)
-
     def close(self) -> None:
-        """Stop the probe and close every database's connection pool."""
+        """Stop the background thread and close every database's connection pool."""
         self._closed.set()
         with self._lock:
-            probe = self._probe
-        if probe is not None:
-            probe.join(10)
+            watch = self._watch
+        if watch is not None:
+            watch.join(10)
         for store in self.stores:
             store.close()
+
+    def __enter__(self) -> Allocator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _intact(store: SegmentStore, row: BizRow) -> bool:
+    """Whether ``row`` is undamaged (a damaged one is left for a person to repair)."""
+    try:
+        check_row(store.name, row)
+    except BizTypeMisconfigured:
+        return False
+    return True

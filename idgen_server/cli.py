@@ -13,11 +13,12 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
-from idgen_client.errors import IdGenError, InvalidRequest
+from idgen_client.errors import ConfigError, IdGenError, InvalidRequest
 from idgen_client.remote import DEFAULT_TARGET, RemoteClient
-from idgen_client.segment import validate_biz_type
-from idgen_server.config import DEFAULT_STEP, MAX_COUNT, ServerConfig
+from idgen_client.segment import MAX_COUNT, validate_biz_type
+from idgen_server.config import DATA_DIR_ENV, DEFAULT_STEP, DEFAULT_WORKERS, ServerConfig
 from idgen_server.store import MAX_STEP, SegmentStore
 
 __all__ = ["main"]
@@ -43,24 +44,40 @@ def _bounded_int(low: int, high: int) -> type[int]:
     return parse  # type: ignore[return-value]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: what a person or a log scraper reads as one error."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="idgen", description="Distributed ID generator: segments from SQL, served over gRPC.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the gRPC server",
-                           description="Run the gRPC server. Without --db it uses ./idgen.db "
-                           "(SQLite), creating its schema and a biz type named 'default'.")
+                           description="Run the gRPC server. Without --db it uses the embedded "
+                           f"SQLite database idgen.db in ${DATA_DIR_ENV}, else in the per-user "
+                           "data directory (~/.local/share/idgen on Linux), creating its schema "
+                           "and a biz type named 'default'.")
     serve.add_argument("--db", action="append", metavar="URL",
                        help="a database (SQLAlchemy URL); repeat for several: DB k of n serves "
-                       "IDs = k (mod n). Env IDGEN_DB (comma-separated). Default sqlite:///idgen.db")
+                       "IDs = k (mod n). Env IDGEN_DB (comma-separated). Default: the embedded database")
     serve.add_argument("--config", metavar="FILE",
                        help="TOML file with any of: db, listen, workers, metrics_port, "
                        "db_timeout, preload_at (env IDGEN_CONFIG); flags and env win")
     serve.add_argument("--listen", metavar="HOST:PORT",
                        help=f"address to serve on (env IDGEN_LISTEN; default {DEFAULT_TARGET})")
-    serve.add_argument("--workers", type=_bounded_int(1, 1024), help="RPC threads (default 32)")
+    serve.add_argument("--workers", type=_bounded_int(1, 1024),
+                       help=f"RPC threads (default {DEFAULT_WORKERS})")
     serve.add_argument("--metrics-port", type=_bounded_int(0, 65535), metavar="PORT",
                        help="serve Prometheus metrics on this port")
     serve.add_argument("--db-timeout", type=float, metavar="SECONDS",
@@ -101,12 +118,22 @@ def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with IdGenServer(config) as server:
+        for k, store in enumerate(server.allocator.stores):
+            note = " (unreachable for now: serving from the others)" \
+                if store.name in server.unreachable else ""
+            embedded = " (embedded)" if config.embedded else ""
+            print(f"idgen: database {k}: {store.name}{embedded}{note}", flush=True)
         print(f"idgen: serving on {server.address} "
               f"({len(config.db_urls)} database(s)); Ctrl-C to stop", flush=True)
-        while not stop.wait(3600):
-            pass
+        _wait(stop)
         print("idgen: stopping", flush=True)
     return 0
+
+
+def _wait(stop: threading.Event) -> None:
+    """Block until a signal sets ``stop``."""
+    while not stop.wait(3600):
+        pass
 
 
 def _init_db(args: argparse.Namespace) -> int:
@@ -121,15 +148,16 @@ def _init_db(args: argparse.Namespace) -> int:
 
 
 def _add_biz(args: argparse.Namespace) -> int:
-    if len(set(args.db)) != len(args.db):
-        raise InvalidRequest("the same database is given twice")
-    stores = [SegmentStore(url) for url in args.db]
+    from idgen_server.registry import register
+
+    stores: list[SegmentStore] = []
     try:
-        for k, store in enumerate(stores):
-            created = store.register(args.name, step=args.step, delta=len(stores), remainder=k)
-            state = "registered" if created else "already registered"
-            print(f"{args.name}: {state} in {store.name} "
-                  f"(step {args.step}, delta {len(stores)}, remainder {k})")
+        for url in args.db:
+            stores.append(SegmentStore(url))
+        for result in register(stores, args.name, step=args.step):
+            state = "registered" if result.created else "already registered"
+            print(f"{args.name}: {state} in {result.database} "
+                  f"(step {result.step}, delta {result.delta}, remainder {result.remainder})")
     finally:
         for store in stores:
             store.close()
@@ -152,11 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"serve": _serve, "init-db": _init_db, "add-biz": _add_biz, "next": _next}
     try:
         return handlers[args.command](args)
-    except InvalidRequest as exc:
-        print(f"idgen: error: {exc}", file=sys.stderr)
+    except (ConfigError, InvalidRequest) as exc:
+        print(f"idgen: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except IdGenError as exc:
-        print(f"idgen: error: {exc}", file=sys.stderr)
+        print(f"idgen: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -2,8 +2,9 @@
 
 Precedence: command-line flags, then environment variables (``IDGEN_DB``,
 comma-separated URLs; ``IDGEN_LISTEN``), then a TOML file (``--config``, or
-``IDGEN_CONFIG``), then the defaults, which need no set-up at all: the SQLite
-file ``./idgen.db`` and ``127.0.0.1:50051``. A config file looks like::
+``IDGEN_CONFIG``), then the defaults, which need no set-up at all: the embedded
+SQLite database (``default_database``) and ``127.0.0.1:50051``. A config file
+looks like::
 
     db = ["mysql://idgen@db0/idgen", "mysql://idgen@db1/idgen"]
     listen = "0.0.0.0:50051"
@@ -11,59 +12,105 @@ file ``./idgen.db`` and ``127.0.0.1:50051``. A config file looks like::
     metrics_port = 9100
     db_timeout = 3.0
     preload_at = 0.2
+
+Every bad setting is a ``ConfigError`` whose message names the setting and
+never shows a database password.
 """
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from idgen_client.buffer import DEFAULT_PRELOAD_AT
-from idgen_client.errors import InvalidRequest
-from idgen_client.remote import parse_targets
+from idgen_client.errors import ConfigError, InvalidRequest
+from idgen_client.remote import DEFAULT_TARGET, parse_targets
+from idgen_server.database import normalize_url
 
-__all__ = ["DEFAULT_DB", "DEFAULT_LISTEN", "MAX_COUNT", "ServerConfig"]
+__all__ = ["DATA_DIR_ENV", "DEFAULT_LISTEN", "ServerConfig", "default_database"]
 
-DEFAULT_DB = "sqlite:///idgen.db"
-DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_LISTEN = DEFAULT_TARGET
 DEFAULT_BIZ_TYPE = "default"
 DEFAULT_STEP = 10_000
-MAX_COUNT = 100_000
-"""The most IDs one NextId call may ask for."""
+DEFAULT_WORKERS = 32
+DEFAULT_DB_TIMEOUT = 3.0
+MAX_SECONDS = 3600.0
+DATA_DIR_ENV = "IDGEN_DATA_DIR"
+"""Where the embedded database lives, instead of the platform's per-user data directory."""
+EMBEDDED_FILE = "idgen.db"
+
+
+def default_database(env: Mapping[str, str]) -> str:
+    """The embedded SQLite database's URL: ``idgen.db`` in ``$IDGEN_DATA_DIR``, else in
+    the platform's per-user data directory (``~/.local/share/idgen`` on Linux), so that
+    it is the same file whatever directory ``idgen serve`` runs from."""
+    directory = env.get(DATA_DIR_ENV, "").strip()
+    if not directory:
+        import platformdirs
+
+        directory = platformdirs.user_data_dir("idgen", appauthor=False)
+    return "sqlite:///" + os.path.join(os.path.abspath(os.path.expanduser(directory)), EMBEDDED_FILE)
+
+
+def _number(name: str, value: object, *, whole: bool = False) -> None:
+    kind = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{name} must be a {'whole ' if whole else ''}number, "
+                          f"not {type(value).__name__} {value!r}")
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Everything ``idgen serve`` needs. Raises ``InvalidRequest`` when invalid."""
+    """Everything ``idgen serve`` needs. Raises ``ConfigError`` when invalid.
 
-    db_urls: tuple[str, ...] = (DEFAULT_DB,)
+    ``db_urls`` are normalized at construction (``idgen_server.database``): a
+    relative SQLite path becomes absolute, so the file served is fixed when the
+    configuration is made. ``embedded`` marks the zero-setup database, which the
+    server creates with a biz type named ``default``.
+    """
+
+    db_urls: tuple[str, ...]
     listen: str = DEFAULT_LISTEN
-    workers: int = 32
+    workers: int = DEFAULT_WORKERS
     preload_at: float = DEFAULT_PRELOAD_AT
-    db_timeout: float = 3.0
+    db_timeout: float = DEFAULT_DB_TIMEOUT
     metrics_port: int | None = None
     grace: float = 5.0
+    embedded: bool = False
 
     def __post_init__(self) -> None:
-        if not self.db_urls or any(not u.strip() for u in self.db_urls):
-            raise InvalidRequest("give at least one database URL, e.g. sqlite:///idgen.db")
-        if len(set(self.db_urls)) != len(self.db_urls):
-            raise InvalidRequest("the same database URL is given twice")
-        if len(parse_targets(self.listen, allow_port_0=True)) != 1:
-            raise InvalidRequest(f"listen on one HOST:PORT, not {self.listen!r}")
+        if (not isinstance(self.db_urls, tuple) or not self.db_urls
+                or not all(isinstance(u, str) and u.strip() for u in self.db_urls)):
+            raise ConfigError("give at least one database URL, e.g. sqlite:///var/lib/idgen.db")
+        urls = tuple(normalize_url(u) for u in self.db_urls)
+        if len(set(urls)) != len(urls):
+            raise ConfigError("the same database is given twice")
+        object.__setattr__(self, "db_urls", urls)
+        if not isinstance(self.listen, str):
+            raise ConfigError(f"listen must be HOST:PORT text, not {type(self.listen).__name__}")
+        try:
+            if len(parse_targets(self.listen, allow_port_0=True)) != 1:
+                raise ConfigError(f"listen on one HOST:PORT, not {self.listen!r}")
+        except InvalidRequest as exc:
+            raise ConfigError(f"listen: {exc}") from None
+        _number("workers", self.workers, whole=True)
         if not 1 <= self.workers <= 1024:
-            raise InvalidRequest(f"workers must be in 1..1024, got {self.workers}")
+            raise ConfigError(f"workers must be in 1..1024, got {self.workers}")
+        _number("preload_at", self.preload_at)
         if not 0 <= self.preload_at < 1:
-            raise InvalidRequest(f"preload_at must be in [0, 1), got {self.preload_at}")
-        if self.db_timeout <= 0:
-            raise InvalidRequest(f"db timeout must be positive, got {self.db_timeout}")
-        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
-            raise InvalidRequest(f"metrics port must be in 0..65535, got {self.metrics_port}")
-
-    @property
-    def is_default_db(self) -> bool:
-        """True when running on the zero-setup SQLite file."""
-        return self.db_urls == (DEFAULT_DB,)
+            raise ConfigError(f"preload_at must be in [0, 1), got {self.preload_at}")
+        _number("db_timeout", self.db_timeout)
+        if not 0 < self.db_timeout <= MAX_SECONDS:
+            raise ConfigError(f"db timeout must be more than 0 and at most {MAX_SECONDS:g} "
+                              f"seconds, got {self.db_timeout}")
+        if self.metrics_port is not None:
+            _number("metrics_port", self.metrics_port, whole=True)
+            if not 0 <= self.metrics_port < 65536:
+                raise ConfigError(f"metrics port must be in 0..65535, got {self.metrics_port}")
+        _number("grace", self.grace)
+        if not 0 <= self.grace <= MAX_SECONDS:  # NaN fails every comparison: refused too
+            raise ConfigError(f"grace must be in 0..{MAX_SECONDS:g} seconds, got {self.grace}")
 
     @classmethod
     def from_sources(
@@ -79,44 +126,42 @@ class ServerConfig:
         path = config_file or env.get("IDGEN_CONFIG", "").strip() or None
         settings = _read_file(path) if path else {}
         urls: tuple[str, ...]
+        embedded = False
         if db:
             urls = tuple(db)
         elif env.get("IDGEN_DB", "").strip():
             urls = tuple(u.strip() for u in env["IDGEN_DB"].split(",") if u.strip())
         elif "db" in settings:
-            db_setting = settings.pop("db")
+            db_setting = settings["db"]
             if isinstance(db_setting, str):
                 db_setting = [db_setting]
             if not isinstance(db_setting, list) or not all(isinstance(u, str) for u in db_setting):
-                raise InvalidRequest(f"config file {path}: db must be a URL or a list of URLs")
+                raise ConfigError(f"config file {path}: db must be a URL or a list of URLs")
             urls = tuple(db_setting)
         else:
-            urls = (DEFAULT_DB,)
+            urls, embedded = (default_database(env),), True
         settings.pop("db", None)
-        listen = (listen or env.get("IDGEN_LISTEN", "").strip()
-                  or str(settings.pop("listen", DEFAULT_LISTEN)))
+        listen = listen or env.get("IDGEN_LISTEN", "").strip() or settings.pop("listen", DEFAULT_LISTEN)
         settings.pop("listen", None)
         given = {k: v for k, v in overrides.items() if v is not None}
-        try:
-            return cls(db_urls=urls, listen=listen, **{**settings, **given})  # type: ignore[arg-type]
-        except TypeError as exc:
-            raise InvalidRequest(f"config file {path}: {exc}") from None
+        return cls(db_urls=urls, listen=listen, embedded=embedded,  # type: ignore[arg-type]
+                   **{**settings, **given})
 
 
-_FILE_KEYS = {"db", "listen", "workers", "preload_at", "db_timeout", "metrics_port", "grace"}
+_FILE_KEYS = {f.name for f in fields(ServerConfig)} - {"db_urls", "embedded"} | {"db"}
 
 
 def _read_file(path: str) -> dict[str, object]:
-    """The settings of a TOML config file; ``InvalidRequest`` names what is wrong."""
+    """The settings of a TOML config file; ``ConfigError`` names what is wrong."""
     try:
         with open(path, "rb") as handle:
             settings = tomllib.load(handle)
     except OSError as exc:
-        raise InvalidRequest(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidRequest(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     unknown = sorted(set(settings) - _FILE_KEYS)
     if unknown:
-        raise InvalidRequest(
+        raise ConfigError(
             f"config file {path} has unknown settings {unknown}; known: {sorted(_FILE_KEYS)}")
     return settings

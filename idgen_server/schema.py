@@ -29,6 +29,11 @@ segment_table = Table(
     Column("remainder", Integer, nullable=False),
     # The optimistic lock: every allocation is UPDATE ... WHERE version = :read.
     Column("version", BigInteger, nullable=False),
+    # Shared by the rows of one registration across databases, so that rows registered
+    # apart are recognised as such (idgen_server.rows). Empty on rows written by hand.
+    Column("registration", String(32).with_variant(
+        mysql.VARCHAR(32, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"),
+        nullable=False, server_default=""),
     Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
 )

@@ -8,6 +8,7 @@ seconds, then stops the background loaders and closes the pools.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +19,16 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from idgen_client.errors import InvalidRequest, StorageUnavailable
+from idgen_client.errors import ConfigError, StorageUnavailable
 from idgen_server.allocator import Allocator
-from idgen_server.config import DEFAULT_BIZ_TYPE, DEFAULT_STEP, ServerConfig
+from idgen_server.config import (
+    DATA_DIR_ENV,
+    DEFAULT_BIZ_TYPE,
+    DEFAULT_STEP,
+    EMBEDDED_FILE,
+    ServerConfig,
+)
+from idgen_server.database import sqlite_path
 from idgen_server.service import IdGenService, add_to_server
 from idgen_server.store import SegmentStore
 
@@ -53,17 +61,24 @@ class _Metrics(Collector):
 
 
 class IdGenServer:
-    """A running idgen server. Raises ``InvalidRequest`` for an unusable configuration."""
+    """A running idgen server. Raises ``ConfigError`` for a configuration that cannot
+    work: a bad setting, a port in use, or a database that will not answer without a
+    person's help (wrong password, unknown database, missing file or table). A
+    database that is merely unreachable does not stop it (``unreachable``)."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        stores = [SegmentStore(url, timeout=config.db_timeout) for url in config.db_urls]
-        self.allocator = Allocator(stores)
+        stores: list[SegmentStore] = []
         try:
-            self._prepare(stores)
+            for url in config.db_urls:
+                stores.append(SegmentStore(url, timeout=config.db_timeout))
+            self.unreachable = self._prepare(stores)
+            """Names of the databases that did not answer at start-up."""
         except BaseException:
-            self.allocator.close()
+            for store in stores:
+                store.close()
             raise
+        self.allocator = Allocator(stores)
         self.service = IdGenService(self.allocator, preload_at=config.preload_at)
         self._executor = ThreadPoolExecutor(max_workers=config.workers,
                                             thread_name_prefix="idgen-rpc")
@@ -72,31 +87,46 @@ class IdGenServer:
             options=[("grpc.so_reuseport", 0)],
         )
         add_to_server(self.service, self._grpc)  # parses requests itself: bad bytes are INVALID_ARGUMENT
+        self._metrics: tuple[WSGIServer, threading.Thread] | None = None
         try:
             self.port = self._grpc.add_insecure_port(config.listen)
         except RuntimeError:
             self.port = 0
         if not self.port:
-            self.allocator.close()
-            raise InvalidRequest(f"cannot listen on {config.listen}: address in use or not local")
-        self._metrics: tuple[WSGIServer, threading.Thread] | None = None
+            self._release()
+            raise ConfigError(f"cannot listen on {config.listen}: address in use or not local")
 
-    def _prepare(self, stores: list[SegmentStore]) -> None:
-        if self.config.is_default_db:
-            # Zero set-up: the embedded SQLite file gets its schema and a `default` biz type.
-            stores[0].create_schema()
-            stores[0].register(DEFAULT_BIZ_TYPE, step=DEFAULT_STEP)
-            return
+    def _prepare(self, stores: list[SegmentStore]) -> list[str]:
+        if self.config.embedded:
+            self._prepare_embedded(stores[0])
+            return []
+        unreachable = []
         for store in stores:
             try:
-                if not store.has_schema():
-                    raise InvalidRequest(
-                        f"database {store.name} has no idgen_segment table: "
-                        f"run `idgen init-db --db URL` for it first"
-                    )
+                store.check_ready()
             except StorageUnavailable as exc:
                 # It may come back: serve from the others meanwhile.
                 log.warning("starting without %s for now: %s", store.name, exc)
+                unreachable.append(store.name)
+        return unreachable
+
+    def _prepare_embedded(self, store: SegmentStore) -> None:
+        """Zero set-up: the embedded SQLite file gets its schema and a `default` biz type."""
+        path = sqlite_path(self.config.db_urls[0])
+        assert path is not None
+        legacy = os.path.abspath(EMBEDDED_FILE)
+        if not os.path.exists(path) and os.path.exists(legacy) and legacy != path:
+            raise ConfigError(
+                f"found {legacy}, the embedded database of an earlier idgen, which served "
+                f"./{EMBEDDED_FILE} of the directory it ran in; the embedded database is now "
+                f"{path}. To keep its IDs, move it there, or serve it with --db sqlite:///{legacy}")
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the directory of the embedded database {path}: "
+                              f"{exc.strerror} (set {DATA_DIR_ENV} to another directory)") from None
+        store.create_schema()
+        store.register(DEFAULT_BIZ_TYPE, step=DEFAULT_STEP)
 
     @property
     def address(self) -> str:
@@ -105,12 +135,17 @@ class IdGenServer:
         return f"{host}:{self.port}"
 
     def start(self) -> IdGenServer:
-        """Start serving; returns at once."""
+        """Start serving; returns at once. ``ConfigError`` if the metrics port is taken."""
         if self.config.metrics_port is not None:
             registry = CollectorRegistry()
             registry.register(_Metrics(self.service))
             host = self.config.listen.rpartition(":")[0].strip("[]")
-            self._metrics = start_http_server(self.config.metrics_port, host, registry)
+            try:
+                self._metrics = start_http_server(self.config.metrics_port, host, registry)
+            except OSError as exc:
+                self._release()
+                raise ConfigError(f"cannot serve metrics on {host}:{self.config.metrics_port}: "
+                                  f"{exc.strerror or exc}") from None
         self._grpc.start()
         log.info("idgen serving on %s from %s", self.address,
                  ", ".join(s.name for s in self.allocator.stores))
@@ -118,7 +153,10 @@ class IdGenServer:
 
     def stop(self) -> None:
         """Drain calls for ``config.grace`` seconds, then release everything."""
-        self._grpc.stop(self.config.grace).wait()
+        self._release(self.config.grace)
+
+    def _release(self, grace: float = 0.0) -> None:
+        self._grpc.stop(grace).wait()
         self._executor.shutdown(wait=True)
         self.service.close()
         if self._metrics is not None:

@@ -21,10 +21,9 @@ from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
 from idgen_client._status import code_for
 from idgen_client.buffer import DoubleBuffer
 from idgen_client.errors import IdGenError, InvalidRequest
-from idgen_client.segment import validate_biz_type
+from idgen_client.segment import validate_biz_type, validate_count
 from idgen_client.sizing import AdaptiveSteps
 from idgen_server.allocator import Allocator, unknown_biz_type
-from idgen_server.config import MAX_COUNT
 
 __all__ = ["IdGenService", "add_to_server"]
 
@@ -106,9 +105,7 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
     @_rpc
     def NextId(self, request: idgen_pb2.NextIdRequest, context: grpc.ServicerContext
                ) -> idgen_pb2.NextIdResponse:
-        count = request.count
-        if not 1 <= count <= MAX_COUNT:
-            raise InvalidRequest(f"count must be between 1 and {MAX_COUNT}, got {count}")
+        count = validate_count(request.count)
         buffer = self._buffer(request.biz_type)
         if count == 1:
             return idgen_pb2.NextIdResponse(ids=(buffer.next_id(),))

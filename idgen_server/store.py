@@ -13,121 +13,80 @@ allocator won, so read again and retry (bounded, with jittered backoff). The new
 and exhaustion reported before any database arithmetic could overflow.
 A segment is only handed out once its UPDATE has committed: a commit whose
 answer is lost wastes the range, it never hands it out twice.
+
+Before a segment is cut, the row is checked (``idgen_server.rows``): a damaged
+row, or one that does not fit with the biz type's other databases (the
+``check`` an allocator passes), hands out nothing.
+
+High water. A ``max_id`` only grows, unless someone moves it back: a backup
+restored, a replica promoted before it received the last allocations, a hand
+edit. Its next segments would then repeat IDs already handed out. So the store
+remembers, per biz type, the highest ``max_id`` it has seen (read or claimed);
+a row that reports less is logged as an error, and segments are cut above that
+mark, which moves the database forward past it in the same compare-and-set
+(``raise_to`` does it without cutting a segment). This protects every ID this
+process saw allocated; it cannot protect IDs that no running process has seen
+(README: what the server checks).
 """
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 
-from sqlalchemy import event, insert, select, update
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import insert, inspect, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, SAWarning, SQLAlchemyError
+from sqlalchemy.schema import CreateColumn
 from sqlalchemy.sql import func
 
 from idgen_client.errors import (
     BizTypeConflict,
+    ConfigError,
     IdSpaceExhausted,
     InvalidRequest,
     StorageUnavailable,
     UnknownBizType,
 )
 from idgen_client.segment import INT64_MAX, Segment, validate_biz_type
+from idgen_server.database import (
+    failure_text,
+    make_engine,
+    normalize_url,
+    permanent_failure,
+    redact_url,
+    sqlite_path,
+)
+from idgen_server.rows import BizRow, check_row, new_registration
 from idgen_server.schema import metadata, segment_table
 
-__all__ = ["BizRow", "SegmentStore", "normalize_url"]
+__all__ = ["MAX_STEP", "BizRow", "SegmentStore"]
 
 log = logging.getLogger(__name__)
 
 MAX_STEP = 10**12
+"""The largest step a biz type may be registered with."""
+
 _T = segment_table.c
+_COLUMNS = (_T.biz_type, _T.max_id, _T.step, _T.delta, _T.remainder, _T.version, _T.registration)
+_CONNECT_ERRORS = (SQLAlchemyError, TypeError, ValueError, SAWarning)
+
+RowCheck = Callable[[BizRow], None]
+"""Raises ``BizTypeMisconfigured`` if a freshly read row must not be allocated from."""
 
 
-@dataclass(frozen=True, slots=True)
-class BizRow:
-    """A biz type's row in one database."""
-
-    biz_type: str
-    max_id: int
-    step: int
-    delta: int
-    remainder: int
-    version: int
-
-
-def normalize_url(url: str) -> str:
-    """Accept the common spellings: ``mysql://`` and ``mariadb://`` use pymysql,
-    ``postgres://`` and ``postgresql://`` use psycopg 3 (``pip install idgen[postgres]``)."""
-    url = url.strip()
-    for prefix, driver in (("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql://"),
-                           ("postgres://", "postgresql+psycopg://"),
-                           ("postgresql://", "postgresql+psycopg://")):
-        if url.startswith(prefix):
-            return driver + url[len(prefix):]
-    return url
-
-
-def _engine(url: str, timeout: float) -> Engine:
-    from sqlalchemy import create_engine
-
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": max(timeout, 10.0)})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
-            cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
-            if parsed.database and parsed.database != ":memory:":
-                cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.close()
-
-        return engine
-    seconds = max(1, int(round(timeout)))
-    # An allocation's transaction lasts milliseconds (UPDATE, then COMMIT). Should this
-    # process's host vanish between the two, the database would keep the transaction and
-    # its row lock until its own wait_timeout (8 hours by default on MariaDB) and no server
-    # could allocate from that database meanwhile. Sessions idle inside a transaction for
-    # this long are orphans: the database ends them and rolls back.
-    orphan_after = max(5, 3 * seconds)
-    if backend in ("mysql", "mariadb"):
-        connect_args: dict[str, object] = {
-            "connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds,
-        }
-    elif backend == "postgresql":
-        connect_args = {"connect_timeout": seconds,
-                        "options": f"-c statement_timeout={seconds * 1000} "
-                                   f"-c idle_in_transaction_session_timeout={orphan_after * 1000}"}
-    else:
-        connect_args = {}
-    engine = create_engine(
-        url, connect_args=connect_args, pool_pre_ping=True, pool_recycle=3600, pool_size=4,
-        max_overflow=8, pool_timeout=timeout,
-    )
-    if backend in ("mysql", "mariadb"):
-
-        @event.listens_for(engine, "connect")
-        def _end_orphans(dbapi_conn: object, _record: object) -> None:
-            if "MariaDB" in dbapi_conn.get_server_info():  # type: ignore[attr-defined]
-                cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
-                cursor.execute(f"SET SESSION idle_transaction_timeout = {orphan_after}")
-                cursor.close()
-
-    return engine
+def _row(record: object) -> BizRow:
+    r = record
+    return BizRow(r.biz_type, int(r.max_id), int(r.step), int(r.delta),  # type: ignore[attr-defined]
+                  int(r.remainder), int(r.version), r.registration or "")  # type: ignore[attr-defined]
 
 
 def _read_row(conn: Connection, biz_type: str) -> BizRow | None:
-    row = conn.execute(
-        select(_T.max_id, _T.step, _T.delta, _T.remainder, _T.version)
-        .where(_T.biz_type == biz_type)
-    ).first()
-    if row is None:
-        return None
-    return BizRow(biz_type, int(row.max_id), int(row.step), int(row.delta),
-                  int(row.remainder), int(row.version))
+    record = conn.execute(select(*_COLUMNS).where(_T.biz_type == biz_type)).first()
+    return None if record is None else _row(record)
 
 
 class SegmentStore:
@@ -138,14 +97,14 @@ class SegmentStore:
     """
 
     def __init__(self, url: str, *, timeout: float = 3.0, max_attempts: int = 100) -> None:
-        url = normalize_url(url)
-        try:
-            self.name = make_url(url).render_as_string(hide_password=True)
-            self.engine = _engine(url, timeout)
-        except (SQLAlchemyError, ValueError, ImportError) as exc:
-            raise InvalidRequest(f"database URL {url.split('@')[-1]!r} is not usable: {exc}") from None
+        self._url = normalize_url(url)
+        self.name = redact_url(self._url)
+        """The database's URL without its password: what messages and logs show."""
+        self.engine = make_engine(self._url, timeout)
         self._max_attempts = max_attempts
         self._lock = threading.Lock()
+        self._seen: dict[str, int] = {}  # biz type -> highest max_id seen (the high water)
+        self._reported: dict[str, int] = {}  # biz type -> the lower max_id last logged
         self.segments = 0
         """Segments this store allocated."""
         self.conflicts = 0
@@ -155,29 +114,59 @@ class SegmentStore:
         return f"SegmentStore({self.name!r})"
 
     def _unavailable(self, exc: BaseException) -> StorageUnavailable:
-        log.warning("database %s failed: %s", self.name, exc)
+        log.warning("database %s failed: %s", self.name, failure_text(exc, self._url))
         return StorageUnavailable(
             f"database {self.name} is unreachable or failing ({type(exc).__name__}); "
             "check that it is up and that its idgen_segment table exists (idgen init-db)"
         )
 
-    # -- schema and registration ----------------------------------------------
+    # -- schema and readiness ---------------------------------------------------
 
     def create_schema(self) -> None:
-        """Create the segment table if it is missing; harmless to repeat."""
+        """Create the segment table if it is missing, or add the columns an older
+        idgen did not make; harmless to repeat."""
         try:
             metadata.create_all(self.engine, checkfirst=True)
-        except SQLAlchemyError as exc:
-            raise self._unavailable(exc) from None
+            with self.engine.begin() as conn:
+                for column in self._missing_columns(conn):
+                    ddl = CreateColumn(column).compile(dialect=self.engine.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {segment_table.name} ADD COLUMN {ddl}")
+        except _CONNECT_ERRORS as exc:
+            raise self._failure(exc) from None
 
-    def has_schema(self) -> bool:
-        """Whether the segment table exists (``StorageUnavailable`` if unreachable)."""
-        from sqlalchemy import inspect
+    def _missing_columns(self, conn: Connection) -> list:  # list[Column]
+        present = {c["name"] for c in inspect(conn).get_columns(segment_table.name)}
+        return [c for c in segment_table.columns if c.name not in present]
 
+    def check_ready(self) -> None:
+        """Raise ``ConfigError`` if this database cannot work without a person's help
+        (wrong password, unknown database, missing SQLite file or directory, no table
+        or a table from an older idgen), ``StorageUnavailable`` if it does not answer now."""
+        path = sqlite_path(self._url)
+        if path is not None and not os.path.exists(path):
+            directory = os.path.dirname(path) or "."
+            if not os.path.isdir(directory):
+                raise ConfigError(f"SQLite database {path}: its directory {directory} does not exist")
+            raise ConfigError(f"SQLite database {path} does not exist: create it with "
+                              f"`idgen init-db --db {self.name}`")
         try:
-            return inspect(self.engine).has_table(segment_table.name)
-        except SQLAlchemyError as exc:
-            raise self._unavailable(exc) from None
+            with self.engine.connect() as conn:
+                if not inspect(conn).has_table(segment_table.name):
+                    raise ConfigError(f"database {self.name} has no idgen_segment table: run "
+                                      "`idgen init-db --db URL` for it first")
+                missing = [c.name for c in self._missing_columns(conn)]
+        except _CONNECT_ERRORS as exc:
+            raise self._failure(exc) from None
+        if missing:
+            raise ConfigError(f"database {self.name} has an idgen_segment table from an older "
+                              f"idgen (no {', '.join(missing)}): run `idgen init-db --db URL` "
+                              "to upgrade it")
+
+    def _failure(self, exc: BaseException) -> ConfigError | StorageUnavailable:
+        reason = permanent_failure(exc, self._url)
+        if reason is not None:
+            return ConfigError(f"database {self.name}: {reason}")
+        return self._unavailable(exc)
 
     def ping(self) -> bool:
         """Whether the database answers a trivial query now (never raises)."""
@@ -185,21 +174,85 @@ class SegmentStore:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
             return True
-        except SQLAlchemyError:
+        except _CONNECT_ERRORS:
             return False
+
+    # -- reading, and the high water ------------------------------------------------
 
     def read(self, biz_type: str) -> BizRow | None:
         """The biz type's row, or None if it is not registered here."""
         try:
             with self.engine.connect() as conn:
-                return _read_row(conn, biz_type)
-        except SQLAlchemyError as exc:
+                row = _read_row(conn, biz_type)
+        except _CONNECT_ERRORS as exc:
             raise self._unavailable(exc) from None
+        if row is not None:
+            self._observe(row)
+        return row
 
-    def register(self, biz_type: str, *, step: int, delta: int = 1, remainder: int = 0) -> bool:
+    def read_all(self) -> dict[str, BizRow]:
+        """Every biz type's row (there is one per registered biz type)."""
+        try:
+            with self.engine.connect() as conn:
+                rows = [_row(r) for r in conn.execute(select(*_COLUMNS))]
+        except _CONNECT_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        for row in rows:
+            self._observe(row)
+        return {row.biz_type: row for row in rows}
+
+    def high_water(self, biz_type: str) -> int:
+        """The highest ``max_id`` this store has seen for the biz type (0 if none)."""
+        with self._lock:
+            return self._seen.get(biz_type, 0)
+
+    def _observe(self, row: BizRow) -> int:
+        """Record ``row``'s ``max_id``; returns the high water. Logs a ``max_id`` gone back."""
+        with self._lock:
+            seen = self._seen.get(row.biz_type, 0)
+            if row.max_id >= seen:
+                self._seen[row.biz_type] = row.max_id
+                self._reported.pop(row.biz_type, None)
+                return row.max_id
+            if self._reported.get(row.biz_type) == row.max_id:
+                return seen
+            self._reported[row.biz_type] = row.max_id
+        log.error("database %s reports max_id %d for %r, below the %d this server saw: restored "
+                  "from a backup, failed over to a replica that lags, or edited by hand? No ID "
+                  "at or below %d is handed out from it; it is moved past that mark",
+                  self.name, row.max_id, row.biz_type, seen, seen)
+        return seen
+
+    def raise_to(self, row: BizRow, max_id: int) -> bool:
+        """Move ``row``'s ``max_id`` up to ``max_id`` (compare-and-set on its version,
+        no segment cut); True if it moved. ``StorageUnavailable`` if unreachable."""
+        try:
+            with self.engine.begin() as conn:
+                moved = conn.execute(
+                    update(segment_table)
+                    .where(_T.biz_type == row.biz_type, _T.version == row.version,
+                           _T.max_id < max_id)
+                    .values(max_id=max_id, version=_T.version + 1,
+                            updated_at=func.current_timestamp())
+                ).rowcount == 1
+        except _CONNECT_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        if moved:
+            log.error("database %s: moved max_id of %r from %d back up to %d",
+                      self.name, row.biz_type, row.max_id, max_id)
+            self._observe(BizRow(row.biz_type, max_id, row.step, row.delta, row.remainder,
+                                 row.version + 1, row.registration))
+        return moved
+
+    # -- registration -------------------------------------------------------------
+
+    def register(self, biz_type: str, *, step: int, delta: int = 1, remainder: int = 0,
+                 registration: str | None = None) -> bool:
         """Register a biz type; True if created, False if already there alike.
 
-        Raises ``BizTypeConflict`` when it is registered with other settings.
+        ``registration`` is shared by the rows of one registration across databases
+        (``idgen_server.registry`` picks it); None takes a new one when creating and
+        accepts any when comparing. ``BizTypeConflict`` when registered otherwise.
         """
         validate_biz_type(biz_type)
         if not 1 <= step <= MAX_STEP:
@@ -208,11 +261,13 @@ class SegmentStore:
             raise InvalidRequest(f"step {step} is smaller than delta {delta}: segments would be empty")
         if not 0 <= remainder < delta:
             raise InvalidRequest(f"remainder must be in [0, {delta}), got {remainder}")
-        wanted = {"step": step, "delta": delta, "remainder": remainder}
+        wanted: dict[str, object] = {"step": step, "delta": delta, "remainder": remainder}
+        if registration is not None:
+            wanted["registration"] = registration
         for _ in range(2):
             existing = self.read(biz_type)
             if existing is not None:
-                differs = [f"{k} is {getattr(existing, k)}, not {v}"
+                differs = [f"{k} is {getattr(existing, k)!r}, not {v!r}"
                            for k, v in wanted.items() if getattr(existing, k) != v]
                 if differs:
                     raise BizTypeConflict(
@@ -224,20 +279,23 @@ class SegmentStore:
             try:
                 with self.engine.begin() as conn:
                     conn.execute(insert(segment_table).values(
-                        biz_type=biz_type, max_id=0, version=0, **wanted))
+                        biz_type=biz_type, max_id=0, version=0,
+                        **{"registration": new_registration(), **wanted}))
                 return True
             except IntegrityError:
                 continue  # registered concurrently: compare with what won
-            except SQLAlchemyError as exc:
+            except _CONNECT_ERRORS as exc:
                 raise self._unavailable(exc) from None
         raise StorageUnavailable(f"could not register {biz_type!r} in {self.name}: retry")
 
     # -- allocation ---------------------------------------------------------------
 
-    def allocate(self, biz_type: str, floor: int = 0, steps: int = 1) -> Segment:
+    def allocate(self, biz_type: str, floor: int = 0, steps: int = 1, *,
+                 check: RowCheck | None = None) -> Segment:
         """Claim the next segment of ``steps`` times the biz type's step; all its IDs
-        are above ``floor`` and above every segment this table handed out before.
-        Bounded retries on conflicts.
+        are above ``floor``, above every segment this table handed out before, and
+        above the high water. Nothing is claimed from a row that ``check_row`` or
+        ``check`` refuses. Bounded retries on conflicts.
         """
         for attempt in range(self._max_attempts):
             try:
@@ -249,7 +307,10 @@ class SegmentStore:
                             f"biz type {biz_type!r} is not registered in {self.name}: "
                             f"add it with `idgen add-biz {biz_type} --db URL`"
                         )
-                    base = max(row.max_id, floor)
+                    check_row(self.name, row)
+                    if check is not None:
+                        check(row)
+                    base = max(row.max_id, floor, self._observe(row))
                     if base >= INT64_MAX:
                         raise IdSpaceExhausted(
                             f"biz type {biz_type!r} has used up the int64 range in {self.name}"
@@ -263,9 +324,11 @@ class SegmentStore:
                                 updated_at=func.current_timestamp())
                     ).rowcount
                     conn.commit()
-            except SQLAlchemyError as exc:
+            except _CONNECT_ERRORS as exc:
                 raise self._unavailable(exc) from None
             if won == 1:
+                self._observe(BizRow(biz_type, new_max, row.step, row.delta, row.remainder,
+                                     row.version + 1, row.registration))
                 with self._lock:
                     self.segments += 1
                 return segment

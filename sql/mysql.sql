@@ -10,12 +10,15 @@ CREATE TABLE IF NOT EXISTS idgen_segment (
     delta      INTEGER     NOT NULL,                       -- number of databases serving it
     remainder  INTEGER     NOT NULL,                       -- this database's residue class
     version    BIGINT      NOT NULL,                       -- optimistic lock
+    registration VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',  -- shared by the
+                                     -- rows of one registration (idgen add-biz)
     created_at DATETIME    NOT NULL DEFAULT CURRENT_TIMESTAMP,
     updated_at DATETIME    NOT NULL DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (biz_type)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
 
 -- Register a biz type served by 2 databases: run on DB 0 with remainder 0 and
--- on DB 1 with remainder 1 (or use `idgen add-biz order --db URL0 --db URL1`).
--- INSERT INTO idgen_segment (biz_type, max_id, step, delta, remainder, version)
---     VALUES ('order', 0, 10000, 2, 0, 0);
+-- on DB 1 with remainder 1, the same registration on both (any 32 hex digits that
+-- no other registration uses); or use `idgen add-biz order --db URL0 --db URL1`.
+-- INSERT INTO idgen_segment (biz_type, max_id, step, delta, remainder, version, registration)
+--     VALUES ('order', 0, 10000, 2, 0, 0, '0f1e2d3c4b5a69788796a5b4c3d2e1f0');

@@ -9,6 +9,7 @@ CREATE TABLE IF NOT EXISTS idgen_segment (
     delta      INTEGER     NOT NULL,                       -- number of databases serving it
     remainder  INTEGER     NOT NULL,                       -- this database's residue class
     version    BIGINT      NOT NULL,                       -- optimistic lock
+    registration VARCHAR(32) NOT NULL DEFAULT '',          -- shared by the rows of one registration
     created_at TIMESTAMP WITHOUT TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
     updated_at TIMESTAMP WITHOUT TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (biz_type)

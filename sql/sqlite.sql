@@ -8,6 +8,7 @@ CREATE TABLE IF NOT EXISTS idgen_segment (
     delta      INTEGER     NOT NULL,
     remainder  INTEGER     NOT NULL,
     version    BIGINT      NOT NULL,
+    registration VARCHAR(32) NOT NULL DEFAULT '',
     created_at DATETIME    NOT NULL DEFAULT CURRENT_TIMESTAMP,
     updated_at DATETIME    NOT NULL DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (biz_type)

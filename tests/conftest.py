@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -83,6 +84,14 @@ def start_server(tmp_path: os.PathLike[str]) -> Iterator[Callable[..., ServerPro
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    """The embedded database's directory, this test's own (servers inherit it)."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("IDGEN_DATA_DIR", str(path))
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,14 @@ import pytest
 from idgen_client import (
     INT64_MAX,
     BizTypeConflict,
+    ConfigError,
     IdSpaceExhausted,
     InvalidRequest,
     StorageUnavailable,
     UnknownBizType,
 )
 from idgen_server.allocator import Allocator
+from idgen_server.registry import register
 from idgen_server.store import SegmentStore
 
 
@@ -25,9 +27,25 @@ def store(db_url):
     store.close()
 
 
-def test_schema_creation_is_harmless_to_repeat(store):
+def test_schema_creation_upgrades_a_table_from_an_older_idgen_and_is_harmless_to_repeat(db_url):
+    store = SegmentStore(db_url)
+    with store.engine.begin() as conn:  # the table as idgen made it before registrations
+        conn.exec_driver_sql(
+            "CREATE TABLE idgen_segment (biz_type VARCHAR(64) NOT NULL PRIMARY KEY, "
+            "max_id BIGINT NOT NULL, step BIGINT NOT NULL, delta INTEGER NOT NULL, "
+            "remainder INTEGER NOT NULL, version BIGINT NOT NULL, "
+            "created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, "
+            "updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)")
+        conn.exec_driver_sql("INSERT INTO idgen_segment (biz_type, max_id, step, delta, remainder, "
+                             "version) VALUES ('old', 500, 10, 1, 0, 7)")
+    with pytest.raises(ConfigError, match="older idgen.*no registration.*idgen init-db"):
+        store.check_ready()
     store.create_schema()
-    assert store.has_schema()
+    store.create_schema()
+    store.check_ready()
+    assert store.read("old").registration == ""
+    assert store.allocate("old").start == 501
+    store.close()
 
 
 def test_segments_are_consecutive_claims_of_step(store):
@@ -88,9 +106,9 @@ def test_threads_racing_on_one_row_get_disjoint_segments(store):
 
 def test_two_dbs_never_hand_out_the_same_id(db_url, sqlite_url):
     stores = [SegmentStore(db_url), SegmentStore(sqlite_url.replace("idgen.db", "other.db"))]
-    for k, s in enumerate(stores):
+    for s in stores:
         s.create_schema()
-        s.register("order", step=10, delta=2, remainder=k)
+    register(stores, "order", step=10)
     allocator = Allocator(stores)
     ids = [i for _ in range(40) for i in allocator.allocate("order").ids()]
     assert len(ids) == len(set(ids))
@@ -100,11 +118,11 @@ def test_two_dbs_never_hand_out_the_same_id(db_url, sqlite_url):
 
 def test_a_floor_above_everything_allocated_is_refused(store):
     store.register("order", step=10)
-    allocator = Allocator([store])
-    allocator.allocate("order")
-    with pytest.raises(InvalidRequest, match="above every ID"):
-        allocator.allocate("order", floor=10**15)
-    assert allocator.allocate("order", floor=10).start == 11
+    with Allocator([store]) as allocator:
+        allocator.allocate("order")
+        with pytest.raises(InvalidRequest, match="above every ID"):
+            allocator.allocate("order", floor=10**15)
+        assert allocator.allocate("order", floor=10).start == 11
 
 
 def test_unreachable_database_is_storage_unavailable_without_sql():
@@ -125,9 +143,9 @@ def test_a_failed_db_is_benched_then_probed_back_into_turn(make_mariadb):
     proxy = TcpProxy(MARIADB_HOST, MARIADB_PORT)
     stores = [SegmentStore(urls[0]),
               SegmentStore(urls[1].replace(f":{MARIADB_PORT}/", f":{proxy.port}/"), timeout=1)]
-    for k, store in enumerate(stores):
+    for store in stores:
         store.create_schema()
-        store.register("order", step=10, delta=2, remainder=k)
+    register(stores, "order", step=10)
     attempts = [0, 0]
     for k, store in enumerate(stores):
         original = store.allocate

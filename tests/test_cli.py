@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 
@@ -15,13 +16,15 @@ def idgen(*args: str, cwd=None, env=None, timeout: float = 60) -> subprocess.Com
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_serve_with_no_setup_then_next_prints_five_increasing_ids(tmp_path, start_server):
-    server = start_server([], cwd=str(tmp_path))  # no --db: ./idgen.db
+def test_serve_with_no_setup_then_next_prints_five_increasing_ids(tmp_path, data_dir,
+                                                                  start_server):
+    server = start_server([], cwd=str(tmp_path))  # no --db: the embedded database
     result = idgen("next", "default", "--count", "5", "--target", server.address)
     assert result.returncode == 0, result.stderr
     ids = [int(line) for line in result.stdout.split()]
     assert len(ids) == 5 and ids == sorted(set(ids))
-    assert (tmp_path / "idgen.db").exists()
+    assert (data_dir / "idgen.db").exists() and not (tmp_path / "idgen.db").exists()
+    assert f"database 0: sqlite:///{data_dir}/idgen.db (embedded)" in "".join(server.output)
 
 
 def test_environment_variables_configure_the_server(tmp_path, start_server, monkeypatch):
@@ -84,7 +87,8 @@ def test_server_stops_gracefully_on_signals(sig, start_server):
 
 
 def test_serve_refuses_a_database_without_the_table(sqlite_url, start_server):
-    with pytest.raises(RuntimeError, match="run `idgen init-db"):
+    sqlite3.connect(sqlite_url.removeprefix("sqlite:///")).close()  # an empty database file
+    with pytest.raises(RuntimeError, match="no idgen_segment table: run `idgen init-db"):
         start_server([sqlite_url])
 
 

@@ -20,6 +20,7 @@ from idgen_client import (
     ServiceUnavailable,
 )
 from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
+from idgen_server.registry import register
 from idgen_server.store import SegmentStore
 from tests.support.databases import MARIADB_HOST, MARIADB_PORT
 from tests.support.proxy import TcpProxy
@@ -39,8 +40,7 @@ class Databases:
         self.proxied = [p.url(u) for p, u in zip(self.proxies, self.urls)]
 
     def register(self, biz_type: str, step: int) -> None:
-        for k, store in enumerate(self.stores):
-            store.register(biz_type, step=step, delta=len(self.stores), remainder=k)
+        register(self.stores, biz_type, step=step)
 
     def rows(self, biz_type: str):
         """Each database's row, read directly, not through its proxy."""

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
 from idgen_client.segment import MAX_BIZ_TYPE_LENGTH, validate_biz_type
 from idgen_client.errors import InvalidRequest
-from idgen_server.config import MAX_COUNT
+from idgen_client.segment import MAX_COUNT
 from idgen_server.store import SegmentStore
 from tests.support.servers import ServerProcess
 

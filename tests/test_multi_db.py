@@ -7,6 +7,7 @@ import time
 import pytest
 
 from idgen_client import RemoteClient
+from idgen_server.registry import register
 from idgen_server.store import SegmentStore
 from tests.support.databases import MARIADB_HOST, MARIADB_PORT
 from tests.support.proxy import TcpProxy
@@ -62,9 +63,9 @@ class Load:
 def test_one_db_cut_off_mid_run_costs_callers_nothing(make_mariadb, start_server):
     urls = [make_mariadb(), make_mariadb()]
     stores = [SegmentStore(u) for u in urls]
-    for k, store in enumerate(stores):
+    for store in stores:
         store.create_schema()
-        store.register("multi", step=2000, delta=2, remainder=k)
+    register(stores, "multi", step=2000)
     proxy = TcpProxy(MARIADB_HOST, MARIADB_PORT)
     via_proxy = urls[1].replace(f":{MARIADB_PORT}/", f":{proxy.port}/")
     server = start_server([urls[0], via_proxy])

@@ -12,6 +12,7 @@ import pytest
 
 from idgen_client import LocalGenerator, RemoteClient, Sequencer, ServiceUnavailable, Stamp
 from idgen_server.allocator import Allocator
+from idgen_server import registry
 from idgen_server.store import SegmentStore
 from tests.support.databases import MARIADB_HOST, MARIADB_PORT, mariadb_url
 from tests.support.proxy import TcpProxy
@@ -24,10 +25,11 @@ BIZ = "msg"
 
 def register(urls: list[str], step: int) -> None:
     """``idgen add-biz msg --step STEP --db URL...``: DB k of n serves IDs = k (mod n)."""
-    for k, url in enumerate(urls):
-        store = SegmentStore(url)
+    stores = [SegmentStore(url) for url in urls]
+    for store in stores:
         store.create_schema()
-        store.register(BIZ, step=step, delta=len(urls), remainder=k)
+    registry.register(stores, BIZ, step=step)
+    for store in stores:
         store.close()
 
 

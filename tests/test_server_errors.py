@@ -13,7 +13,7 @@ from idgen_client import (
     UnknownBizType,
 )
 from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
-from idgen_server.config import MAX_COUNT
+from idgen_client.segment import MAX_COUNT
 from idgen_server.store import SegmentStore
 from tests.support.databases import MARIADB_HOST, MARIADB_PORT
 from tests.support.proxy import TcpProxy

@@ -1,0 +1,90 @@
+"""Registering a biz type across its databases: the one way that keeps them apart.
+
+``register(stores, biz_type, step=...)`` gives database k of n the residue class
+``residue_class(k, n)`` and one registration shared by all n rows, so that a
+server can later tell rows registered together from rows registered apart
+(``idgen_server.rows``). It reads the biz type in every database first, and all
+of them must answer:
+
+- registered nowhere: it is registered in every database;
+- registered everywhere alike (same classes, step and registration): nothing to do;
+- registered in some, exactly as asked (an earlier run stopped halfway): the
+  rest are registered with the same registration, which is safe because each
+  class was reserved for its database from the start;
+- anything else (fewer or other databases, another step, rows registered
+  apart) is refused with ``BizTypeConflict``, which says what is there. Adding a
+  database to a biz type already in use is not a registration: its IDs so far
+  were handed out over fewer classes (README: adding a database).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from idgen_client.errors import BizTypeConflict, InvalidRequest
+from idgen_client.segment import validate_biz_type
+from idgen_server.rows import BizRow, new_registration, residue_class
+from idgen_server.store import SegmentStore
+
+__all__ = ["Registered", "register"]
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The outcome in one database."""
+
+    database: str
+    created: bool
+    step: int
+    delta: int
+    remainder: int
+
+
+def register(stores: Sequence[SegmentStore], biz_type: str, *, step: int) -> list[Registered]:
+    """Register ``biz_type`` in every store, store k getting ``residue_class(k, len(stores))``.
+
+    Raises ``BizTypeConflict`` (nothing written) when it is registered otherwise,
+    ``StorageUnavailable`` when a database cannot be read.
+    """
+    validate_biz_type(biz_type)
+    if not stores:
+        raise InvalidRequest("give at least one database")
+    if len({s.name for s in stores}) != len(stores):
+        raise InvalidRequest("the same database is given twice")
+    existing = [store.read(biz_type) for store in stores]
+    registration = _registration_to_complete(biz_type, stores, existing, step)
+    results = []
+    for k, store in enumerate(stores):
+        delta, remainder = residue_class(k, len(stores))
+        created = store.register(biz_type, step=step, delta=delta, remainder=remainder,
+                                 registration=registration)
+        results.append(Registered(store.name, created, step, delta, remainder))
+    return results
+
+
+def _registration_to_complete(biz_type: str, stores: Sequence[SegmentStore],
+                              rows: list[BizRow | None], step: int) -> str:
+    """The registration the rows already share, or a new one; ``BizTypeConflict`` if
+    the rows that exist are not this very registration, part done."""
+    found = [(k, row) for k, row in enumerate(rows) if row is not None]
+    if not found:
+        return new_registration()
+    n = len(stores)
+    problems = []
+    for k, row in found:
+        if (row.delta, row.remainder) != residue_class(k, n):
+            problems.append(f"in {stores[k].name} it is registered for {row.delta} database(s) "
+                            f"with remainder {row.remainder}, not for {n} with remainder {k}")
+        elif row.step != step:
+            problems.append(f"in {stores[k].name} its step is {row.step}, not {step}")
+    if len({row.registration for _, row in found}) > 1:
+        problems.append("its rows in " + ", ".join(stores[k].name for k, _ in found)
+                        + " were registered apart")
+    if problems:
+        raise BizTypeConflict(
+            f"biz type {biz_type!r} is already registered otherwise: {'; '.join(problems)}. "
+            "Registering it again over these databases could hand out IDs twice. Give the "
+            "same --step and the same databases in the same order as when it was registered; "
+            "to add a database to a biz type in use, see 'Adding a database' in the README"
+        )
+    return found[0][1].registration
