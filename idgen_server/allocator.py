@@ -38,7 +38,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from idgen_client.errors import (
     BizTypeMisconfigured,
@@ -99,7 +99,8 @@ class Allocator:
         # Keyed by biz types some database holds a row of: bounded by the tables, not
         # by what clients send.
         self._high: dict[str, int] = {}  # highest segment end or max_id seen per biz type
-        self._rows: dict[str, dict[int, BizRow]] = {}  # last row read, per database index
+        # Per biz type, per database index: its row as last read, or None for "read, no row".
+        self._rows: dict[str, dict[int, BizRow | None]] = {}
         self._refused: dict[str, tuple[str, float]] = {}  # last refusal logged, and when
         self._turn = itertools.count()
 
@@ -169,7 +170,7 @@ class Allocator:
         with self._lock:
             for biz_type, known in self._rows.items():
                 if biz_type not in rows:
-                    known.pop(index, None)
+                    known[index] = None
             for biz_type, row in rows.items():
                 self._rows.setdefault(biz_type, {})[index] = row
         for row in rows.values():
@@ -184,40 +185,42 @@ class Allocator:
     # -- the set of rows ------------------------------------------------------------
 
     def _remember(self, biz_type: str, rows: dict[int, BizRow | None]) -> None:
-        """Keep the rows just read (None: that database has no row for the biz type)."""
+        """Keep rows just read (None: that database has no row for the biz type). A biz
+        type no database has a row of is not kept: clients' names must not fill memory."""
         with self._lock:
-            known = self._rows.get(biz_type)
-            for index, row in rows.items():
-                if row is not None:
-                    known = self._rows.setdefault(biz_type, {})
-                    known[index] = row
-                elif known is not None:
-                    known.pop(index, None)
+            if biz_type in self._rows or any(row is not None for row in rows.values()):
+                self._rows.setdefault(biz_type, {}).update(rows)
 
-    def _named(self, rows: dict[int, BizRow]) -> dict[str, BizRow]:
-        return {self.stores[i].name: row for i, row in sorted(rows.items())}
+    def _named(self, rows: dict[int, BizRow | None]) -> dict[str, BizRow]:
+        return {self.stores[i].name: row for i, row in sorted(rows.items()) if row is not None}
 
-    def _read_every(self, biz_type: str) -> tuple[dict[int, BizRow], list[StorageUnavailable]]:
-        """Read the biz type in every database now: the rows found, and the failures."""
-        rows: dict[int, BizRow] = {}
+    def _read_every(self, biz_type: str, indexes: Sequence[int] | None = None
+                    ) -> tuple[dict[int, BizRow | None], list[StorageUnavailable]]:
+        """Read the biz type in every database (or those of ``indexes``) now: what each
+        that answered holds (None for no row), and the failures."""
+        rows: dict[int, BizRow | None] = {}
         failed: list[StorageUnavailable] = []
-        for index, store in enumerate(self.stores):
+        for index in range(len(self.stores)) if indexes is None else indexes:
             try:
-                row = store.read(biz_type)
+                rows[index] = self.stores[index].read(biz_type)
             except StorageUnavailable as exc:
                 self._record(index, ok=False)
                 failed.append(exc)
                 continue
             self._record(index, ok=True)
-            self._remember(biz_type, {index: row})
-            if row is not None:
-                rows[index] = row
+        self._remember(biz_type, rows)
         return rows, failed
 
     def _check_set(self, biz_type: str, index: int, row: BizRow) -> None:
-        """The check the store runs on the fresh row of database ``index`` before cutting."""
+        """The check the store runs on the fresh row of database ``index`` before cutting:
+        against the other databases' rows as last read (read now if never read, unless
+        benched: a database that hangs must not hold up every allocation)."""
         with self._lock:
             known = dict(self._rows.get(biz_type, {}))
+            unread = [i for i in range(len(self.stores))
+                      if i != index and i not in known and not self._benched[i]]
+        if unread:
+            known.update(self._read_every(biz_type, unread)[0])
         known[index] = row
         try:
             check_residue_set(biz_type, self._named(known), len(self.stores))
@@ -320,21 +323,23 @@ class Allocator:
         ``UnknownBizType`` if no database has the biz type.
         """
         self._start_watch()
-        rows, failed = self._read_every(biz_type)
+        found, failed = self._read_every(biz_type)
         if failed:
             raise StorageUnavailable(
                 f"cannot read every database's max_id for {biz_type!r}, so cannot promise "
                 f"IDs above all of them: retry later; {failed[0]}"
             )
+        rows = {i: row for i, row in found.items() if row is not None}
         if not rows:
             raise unknown_biz_type(biz_type)
         try:
             check_residue_set(biz_type, self._named(rows), len(self.stores))
         except BizTypeMisconfigured as exc:
             raise self._refuse(biz_type, exc) from None
-        return self._raise_high(biz_type, rows)
+        return self._raise_high(biz_type, rows.keys())
 
-    def _raise_high(self, biz_type: str, rows: dict[int, BizRow]) -> int:
+    def _raise_high(self, biz_type: str, rows: Collection[int]) -> int:
+        """The highest high water of the databases ``rows`` (indexes); remembered."""
         high = max(self.stores[i].high_water(biz_type) for i in rows)
         with self._lock:
             self._high[biz_type] = max(high, self._high.get(biz_type, 0))
@@ -342,7 +347,8 @@ class Allocator:
 
     def _check_floor(self, biz_type: str, floor: int) -> None:
         """Refuse a floor above every ID allocated for the biz type."""
-        rows, failed = self._read_every(biz_type)
+        found, failed = self._read_every(biz_type)
+        rows = [i for i, row in found.items() if row is not None]
         high = self._raise_high(biz_type, rows) if rows else 0
         if floor <= high:
             return

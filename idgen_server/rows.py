@@ -109,7 +109,8 @@ def check_residue_set(biz_type: str, rows: Mapping[str, BizRow], databases: int)
         by_class.setdefault((row.delta, row.remainder), []).append(name)
     for (delta, remainder), names in by_class.items():
         if len(names) > 1:
-            problems.append(f"{' and '.join(names)} all hand out the IDs = {remainder} (mod {delta})")
+            problems.append(f"{' and '.join(names)} hand out the same IDs, "
+                            f"those = {remainder} (mod {delta})")
     if problems:
         raise BizTypeMisconfigured(
             f"biz type {biz_type!r} is refused: its rows do not form one set of distinct residue "

@@ -3,17 +3,11 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
 from idgen_server.store import SegmentStore
-
-
-def idgen(*args: str, cwd=None, env=None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "idgen_server.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+from tests.support.cli import idgen
 
 
 def test_serve_with_no_setup_then_next_prints_five_increasing_ids(tmp_path, data_dir,

@@ -11,8 +11,8 @@ from collections import defaultdict
 import pytest
 
 from idgen_client import LocalGenerator, RemoteClient, Sequencer, ServiceUnavailable, Stamp
-from idgen_server.allocator import Allocator
 from idgen_server import registry
+from idgen_server.allocator import Allocator
 from idgen_server.store import SegmentStore
 from tests.support.databases import MARIADB_HOST, MARIADB_PORT, mariadb_url
 from tests.support.proxy import TcpProxy

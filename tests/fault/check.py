@@ -12,11 +12,12 @@ and every fault the harness injected, it finds:
   process had buffered is ever handed out again;
 - reissued wasted ranges: a segment whose COMMIT went through but whose answer
   was dropped is never handed out;
-- unexplained errors: every error must be ``ServiceUnavailable`` and fall in
-  the window of a fault that explains it for that kind of caller (all
-  databases cut: everyone; a server killed: callers pinned to it), extended by
-  ``grace`` seconds of recovery after the fault ends. Nothing else, notably
-  not one database of two cut, explains any error.
+- unexplained errors: every error must fall in the window of a fault that
+  explains it for that kind of caller, extended by ``grace`` seconds of
+  recovery after the fault ends: ``ServiceUnavailable`` when all databases
+  were cut (everyone) or a server was killed (callers pinned to it);
+  ``BizTypeMisconfigured`` while a row was damaged or clashed (everyone).
+  Nothing else, notably not one database of two cut, explains any error.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from tests.fault.worker import HEADER
 
 __all__ = ["CallerLog", "Fault", "Findings", "check", "load_callers"]
 
-_EXPLAINED_TYPES = {"ServiceUnavailable", "StorageUnavailable"}
+_UNAVAILABLE = {"ServiceUnavailable", "StorageUnavailable"}
+_MISCONFIGURED = {"BizTypeMisconfigured"}
 _EXAMPLES = 10
 
 
@@ -40,7 +42,7 @@ _EXAMPLES = 10
 class Fault:
     """One injected fault; ``end`` is when it was undone (for a kill: the restart was ready)."""
 
-    kind: str  # kill, refuse, hang, slow, all-cut, drop-commit
+    kind: str  # one of tests.fault.harness.KINDS
     target: str  # a server address, "db0", "db1", or "all"
     start: float
     end: float
@@ -148,7 +150,11 @@ def _increasing(ids: array.array) -> bool:
     return all(a < b for a, b in zip(ids, ids[1:]))
 
 
-def _explains(fault: Fault, caller: CallerLog) -> bool:
+def _explains(fault: Fault, caller: CallerLog, error_type: str) -> bool:
+    if fault.kind in ("misregistration", "damaged-row"):
+        return error_type in _MISCONFIGURED
+    if error_type not in _UNAVAILABLE:
+        return False
     if fault.kind == "all-cut":
         return True
     return fault.kind == "kill" and caller.kind == "pinned" and caller.target == fault.target
@@ -242,10 +248,8 @@ def _lifetimes(kills: list[Fault]) -> list[tuple[float, float, dict | None]]:
 def _check_errors(caller: CallerLog, faults: list[Fault], grace: float, found: Findings) -> None:
     for error in caller.errors:
         found.errors += 1
-        fault = None
-        if error["type"] in _EXPLAINED_TYPES:
-            fault = next((f for f in faults if _explains(f, caller)
-                          and f.start <= error["t1"] and error["t0"] <= f.end + grace), None)
+        fault = next((f for f in faults if _explains(f, caller, error["type"])
+                      and f.start <= error["t1"] and error["t0"] <= f.end + grace), None)
         if fault is None:
             found.unexplained_count += 1
             if len(found.unexplained) < 50:

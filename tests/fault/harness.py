@@ -18,6 +18,23 @@ pinned to one server each, and local generators. Meanwhile it injects faults:
   the database's side stays open (the server's host vanished): the transaction
   and its row lock live on until the database ends them.
 
+And operators' mistakes, made on one database's row directly (not through its
+proxy), then undone:
+
+- ``misregistration``: the row is made to clash with the other database's: the
+  same residue class, a registration of its own, or a delta for one database;
+- ``damaged-row``: a negative ``max_id``, a ``step`` or ``delta`` of 0, a
+  ``remainder`` equal to ``delta``, or a ``step`` below ``delta``;
+- ``lowered-max-id``: a backup restored. The row's ``max_id`` is taken, load
+  goes on for a while, then the row is locked against allocation long enough
+  for every server to read its latest value, and set back to what was taken,
+  which undoes every segment allocated from it meanwhile. (What no running
+  server has seen cannot be guarded: README, what the server checks.)
+
+During the first two, servers refuse the biz type (``BizTypeMisconfigured``,
+which those faults explain) and serve it again once the row is repaired; the
+third must cost callers nothing.
+
 ``--mode each`` runs every kind once, in an order drawn from the seed;
 ``--mode mixed`` draws faults (sometimes a kill during a database fault) until
 ``--duration`` has passed and ``--ids`` IDs were received. At the end it waits
@@ -49,8 +66,19 @@ from tests.support.servers import ServerProcess
 
 __all__ = ["KINDS", "Config", "Report", "run"]
 
-KINDS = ("kill", "refuse", "hang", "slow", "all-cut", "drop-commit", "orphan-commit")
+KINDS = ("kill", "refuse", "hang", "slow", "all-cut", "drop-commit", "orphan-commit",
+         "misregistration", "damaged-row", "lowered-max-id")
+DAMAGE = {"max_id": "max_id = -1", "step": "step = 0", "delta": "delta = 0",
+          "remainder": "remainder = delta", "narrow": "step = delta - 1"}
+"""How ``damaged-row`` damages a row: the SQL assignment for each way."""
+CLASH = {"class": "remainder = 1 - remainder", "apart": "registration = 'apart'",
+         "single": "delta = 1, remainder = 0"}
+"""How ``misregistration`` makes a row clash with the other database's."""
 BIZ = "fault"
+LOCKED_FOR = 2.2
+"""Seconds ``lowered-max-id`` holds the row locked: two of the servers' watch intervals,
+and less than their database timeout (3 s), so that an allocation waiting on the lock
+is not failed."""
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -222,6 +250,14 @@ class _Injector:
             return {"db": r.randrange(2), "times": r.randint(1, 3), "after": r.random() < 0.5}
         if kind == "orphan-commit":
             return {"db": r.randrange(2)}
+        if kind == "misregistration":
+            return {"db": r.randrange(2), "how": r.choice(sorted(CLASH)),
+                    "hold": round(k * r.uniform(2, 6), 2)}
+        if kind == "damaged-row":
+            return {"db": r.randrange(2), "how": r.choice(sorted(DAMAGE)),
+                    "hold": round(k * r.uniform(2, 6), 2)}
+        if kind == "lowered-max-id":
+            return {"db": r.randrange(2), "back": round(k * r.uniform(2, 6), 2)}
         raise ValueError(kind)
 
     def inject(self, kind: str, p: dict) -> None:
@@ -299,6 +335,58 @@ class _Injector:
         drops = [{"db": db, "when": d.when, "max_id": d.max_id} for d in proxy.drops[seen:]]
         kind = "orphan-commit" if partition else "drop-commit"
         self._log(Fault(kind, f"db{db}", start, time.monotonic(), {"armed": times, "drops": drops}))
+
+    def _edit(self, db: int, assignment: str, where: str = "") -> None:
+        """Change the row by hand, as an operator would (the version moves, so that an
+        allocation in flight does not write over the change)."""
+        with self.cluster.direct[db].engine.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE idgen_segment SET {assignment}, version = version + 1 "
+                                 f"WHERE biz_type = '{BIZ}' {where}")
+
+    def _row_fault(self, kind: str, db: int, how: str, hold: float, edits: dict[str, str]) -> None:
+        before = self.cluster.direct[db].read(BIZ)
+        start = time.monotonic()
+        self._edit(db, edits[how])
+        self._quit.wait(hold)
+        # Put back only the fields that were changed; a max_id only if still damaged, so
+        # that what servers allocated meanwhile (none should have) is never undone.
+        fields = {"max_id": f"max_id = {before.max_id}", "step": f"step = {before.step}",
+                  "delta": f"delta = {before.delta}, remainder = {before.remainder}",
+                  "remainder": f"remainder = {before.remainder}",
+                  "narrow": f"step = {before.step}", "class": f"remainder = {before.remainder}",
+                  "apart": f"registration = '{before.registration}'",
+                  "single": f"delta = {before.delta}, remainder = {before.remainder}"}
+        self._edit(db, fields[how], "AND max_id < 0" if how == "max_id" else "")
+        self._log(Fault(kind, f"db{db}", start, time.monotonic(), {"how": how}))
+
+    def _misregistration(self, db: int, how: str, hold: float) -> None:
+        self._row_fault("misregistration", db, how, hold, CLASH)
+
+    def _damaged_row(self, db: int, how: str, hold: float) -> None:
+        self._row_fault("damaged-row", db, how, hold, DAMAGE)
+
+    def _lowered_max_id(self, db: int, back: float) -> None:
+        """Take the row's max_id, let ``back`` seconds of allocations pass, then restore it."""
+        store = self.cluster.direct[db]
+        taken = store.read(BIZ).max_id
+        self._quit.wait(back)
+        start = time.monotonic()
+        with store.engine.begin() as conn:
+            # Locked, the row takes no allocation (servers time out on it and use the other
+            # database) while every server's watch reads its latest max_id, then it goes back.
+            was = conn.exec_driver_sql(f"SELECT max_id FROM idgen_segment WHERE biz_type = "
+                                       f"'{BIZ}' FOR UPDATE").scalar_one()
+            self._quit.wait(LOCKED_FOR)
+            conn.exec_driver_sql(f"UPDATE idgen_segment SET max_id = {taken}, version = "
+                                 f"version + 1 WHERE biz_type = '{BIZ}'")
+        restored = time.monotonic()
+        deadline = restored + 30
+        while store.read(BIZ).max_id <= was and time.monotonic() < deadline:
+            self._quit.wait(0.05)
+        healed = store.read(BIZ).max_id > was
+        self._log(Fault("lowered-max-id", f"db{db}", start, time.monotonic(),
+                        {"taken": taken, "was": was, "undone": was - taken,
+                         "moved_past_in": round(time.monotonic() - restored, 2) if healed else None}))
 
     def episode(self, kinds: tuple[str, ...]) -> None:
         """One fault, or in mixed mode sometimes a kill during a database fault."""
