@@ -18,6 +18,7 @@ __all__ = [
     "StorageUnavailable",
     "IdSpaceExhausted",
     "ConfigError",
+    "safe_repr",
 ]
 
 
@@ -62,3 +63,11 @@ class ConfigError(IdGenError):
     """A setting is wrong (a flag, a config file value, a database URL, a password):
     a person has to change it. Raised before anything is served; never sent over
     the wire."""
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)`` for a message, unless it is text that looks like a URL: a URL given
+    where something else was expected may hold a password, so only its scheme shows."""
+    if isinstance(value, str) and ("@" in value or "://" in value):
+        return f"{value.partition('://')[0][:20]!r}... (a URL?)"
+    return repr(value)

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
 from idgen_client._status import error_for
-from idgen_client.errors import InvalidRequest, ServiceUnavailable
+from idgen_client.errors import InvalidRequest, ServiceUnavailable, safe_repr
 from idgen_client.segment import INT64_MAX, Segment, validate_biz_type, validate_count
 from idgen_client.sizing import MAX_STEPS
 
@@ -49,7 +49,7 @@ def parse_targets(targets: str | Sequence[str], *, allow_port_0: bool = False) -
         host, sep, port = target.rpartition(":")
         lowest = 0 if allow_port_0 else 1
         if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
-            raise InvalidRequest(f"server address {target!r} is not HOST:PORT")
+            raise InvalidRequest(f"server address {safe_repr(target)} is not HOST:PORT")
     return parsed
 
 

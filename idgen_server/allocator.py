@@ -102,6 +102,8 @@ class Allocator:
         # Per biz type, per database index: its row as last read, or None for "read, no row".
         self._rows: dict[str, dict[int, BizRow | None]] = {}
         self._refused: dict[str, tuple[str, float]] = {}  # last refusal logged, and when
+        self._tables: dict[int, tuple[float, frozenset[str]]] = {}  # per database: when its
+        # whole table was last read, and the biz types it held
         self._turn = itertools.count()
 
     # -- database health ----------------------------------------------------------
@@ -161,6 +163,7 @@ class Allocator:
     def _watch_rows(self, index: int) -> None:
         """Read one database's table; move any row found below its high water back up."""
         store = self.stores[index]
+        started = time.monotonic()
         try:
             rows = store.read_all()
         except StorageUnavailable:
@@ -168,6 +171,7 @@ class Allocator:
             return
         self._record(index, ok=True)
         with self._lock:
+            self._tables[index] = (started, frozenset(rows))
             for biz_type, known in self._rows.items():
                 if biz_type not in rows:
                     known[index] = None
@@ -183,6 +187,16 @@ class Allocator:
                     return
 
     # -- the set of rows ------------------------------------------------------------
+
+    def _surely_unknown(self, biz_type: str) -> bool:
+        """True if every database's whole table, read within the last two watch intervals,
+        lacks the biz type: a name no one registered costs no query (a client sending
+        random names must not load the databases). A biz type registered meanwhile is
+        found by the next read."""
+        oldest = time.monotonic() - 2 * self._watch_interval
+        with self._lock:
+            return all((table := self._tables.get(i)) is not None and table[0] >= oldest
+                       and biz_type not in table[1] for i in range(len(self.stores)))
 
     def _remember(self, biz_type: str, rows: dict[int, BizRow | None]) -> None:
         """Keep rows just read (None: that database has no row for the biz type). A biz
@@ -265,6 +279,8 @@ class Allocator:
         if not 1 <= steps <= MAX_STEPS:
             raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
         self._start_watch()
+        if self._surely_unknown(biz_type):
+            raise unknown_biz_type(biz_type)
         if above_all:
             floor = max(floor, self.highest(biz_type))
         if floor > self._high.get(biz_type, 0):
@@ -323,6 +339,8 @@ class Allocator:
         ``UnknownBizType`` if no database has the biz type.
         """
         self._start_watch()
+        if self._surely_unknown(biz_type):
+            raise unknown_biz_type(biz_type)
         found, failed = self._read_every(biz_type)
         if failed:
             raise StorageUnavailable(
@@ -367,6 +385,8 @@ class Allocator:
     def exists(self, biz_type: str) -> bool:
         """Whether any database has the biz type (``StorageUnavailable`` if none answers)."""
         self._start_watch()
+        if self._surely_unknown(biz_type):
+            return False
         answered = False
         for index in self._order():
             try:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from idgen_client.buffer import DEFAULT_PRELOAD_AT
-from idgen_client.errors import ConfigError, InvalidRequest
+from idgen_client.errors import ConfigError, InvalidRequest, safe_repr
 from idgen_client.remote import DEFAULT_TARGET, parse_targets
 from idgen_server.database import normalize_url
 
@@ -57,7 +57,7 @@ def _number(name: str, value: object, *, whole: bool = False) -> None:
     kind = (int,) if whole else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"{name} must be a {'whole ' if whole else ''}number, "
-                          f"not {type(value).__name__} {value!r}")
+                          f"not {type(value).__name__} {safe_repr(value)}")
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class ServerConfig:
             raise ConfigError(f"listen must be HOST:PORT text, not {type(self.listen).__name__}")
         try:
             if len(parse_targets(self.listen, allow_port_0=True)) != 1:
-                raise ConfigError(f"listen on one HOST:PORT, not {self.listen!r}")
+                raise ConfigError(f"listen on one HOST:PORT, not {safe_repr(self.listen)}")
         except InvalidRequest as exc:
             raise ConfigError(f"listen: {exc}") from None
         _number("workers", self.workers, whole=True)

@@ -56,9 +56,10 @@ def normalize_url(url: str) -> str:
             break
     try:
         parsed = make_url(url)
-    except Exception as exc:  # ValueError, ArgumentError ...: all mean "not a URL we can use"
-        raise ConfigError(f"database URL {redact_url(url)} cannot be parsed: {_reason(exc)}; "
-                          "expected e.g. mysql://user:password@host:3306/idgen "
+    except Exception:  # ValueError, ArgumentError ...: all mean "not a URL we can use"
+        # Not the parser's words: they may quote a password taken for a port.
+        raise ConfigError(f"database URL {redact_url(url)} cannot be parsed; expected "
+                          "e.g. mysql://user:password@host:3306/idgen "
                           "(special characters in the password percent-encoded, @ as %40)") from None
     if "@" in (parsed.host or ""):
         raise ConfigError(f"database URL {redact_url(url)} has an @ in its password or user "

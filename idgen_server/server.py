@@ -7,8 +7,10 @@ seconds, then stops the background loaders and closes the pools.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -89,7 +91,8 @@ class IdGenServer:
         add_to_server(self.service, self._grpc)  # parses requests itself: bad bytes are INVALID_ARGUMENT
         self._metrics: tuple[WSGIServer, threading.Thread] | None = None
         try:
-            self.port = self._grpc.add_insecure_port(config.listen)
+            # gRPC's core would also print its own multi-line complaint about a port in use.
+            self.port = 0 if _taken(config.listen) else self._grpc.add_insecure_port(config.listen)
         except RuntimeError:
             self.port = 0
         if not self.port:
@@ -170,3 +173,24 @@ class IdGenServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _taken(listen: str) -> bool:
+    """Whether another process listens on ``listen`` (HOST:PORT) already."""
+    host, _, port = listen.rpartition(":")
+    if int(port) == 0:
+        return False
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except OSError:
+        return False  # gRPC will say what is wrong with the host
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False

@@ -151,12 +151,13 @@ class SegmentStore:
                               f"`idgen init-db --db {self.name}`")
         try:
             with self.engine.connect() as conn:
-                if not inspect(conn).has_table(segment_table.name):
-                    raise ConfigError(f"database {self.name} has no idgen_segment table: run "
-                                      "`idgen init-db --db URL` for it first")
-                missing = [c.name for c in self._missing_columns(conn)]
-        except _CONNECT_ERRORS as exc:
-            raise self._failure(exc) from None
+                table = inspect(conn).has_table(segment_table.name)
+                missing = [c.name for c in self._missing_columns(conn)] if table else []
+        except Exception as exc:  # noqa: BLE001 - whatever a driver raises talking to
+            raise self._failure(exc) from None  # something that is not its database
+        if not table:
+            raise ConfigError(f"database {self.name} has no idgen_segment table: run "
+                              "`idgen init-db --db URL` for it first")
         if missing:
             raise ConfigError(f"database {self.name} has an idgen_segment table from an older "
                               f"idgen (no {', '.join(missing)}): run `idgen init-db --db URL` "

@@ -1,0 +1,71 @@
+"""Server memory does not grow with what clients send: state keyed by a name exists only
+for registered biz types, and is bounded."""
+from __future__ import annotations
+
+import random
+import time
+
+import grpc
+import pytest
+
+from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
+from tests.fault.load import rss_kib
+from tests.support.cli import idgen
+
+NAMES = 100_000
+WARM_UP = 20_000
+IN_FLIGHT = 64
+TOLERANCE_KIB = 4 * 1024
+"""RSS may grow this much between warm-up and the end. Before the names were bounded,
+100,000 names grew it by about 15 MiB."""
+
+
+def requests(rng: random.Random, n: int):
+    """``n`` calls, each with a name never sent before, through every RPC and field."""
+    for i in range(n):
+        name = f"{rng.choice('abcXYZ019')}{i:x}-{rng.getrandbits(40):x}"
+        kind = i % 4
+        if kind == 0:
+            yield "NextId", idgen_pb2.NextIdRequest(biz_type=name, count=rng.randint(1, 100_000))
+        elif kind == 1:
+            yield "NextId", idgen_pb2.NextIdRequest(biz_type=name + " !", count=1)  # malformed
+        else:
+            yield "NextSegment", idgen_pb2.NextSegmentRequest(
+                biz_type=name, floor=rng.choice([0, 1, 2**40, 2**63 - 1]),
+                steps=rng.randint(0, 2000), above_all=kind == 3)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def db(request, tmp_path):
+    if request.param == "mariadb":
+        return request.getfixturevalue("mariadb_server").create()
+    return f"sqlite:///{tmp_path}/idgen.db"
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_under_100000_names_never_registered(db, start_server):
+    assert idgen("init-db", "--db", db).returncode == 0
+    server = start_server([db])
+    rng = random.Random(8)
+    codes: dict[grpc.StatusCode, int] = {}
+    with grpc.insecure_channel(server.address) as channel:
+        stub = idgen_pb2_grpc.IdGeneratorStub(channel)
+        pending: list[grpc.Future] = []
+        warm = 0
+        started = time.monotonic()
+        for n, (method, request) in enumerate(requests(rng, NAMES), 1):
+            pending.append(getattr(stub, method).future(request, timeout=60))
+            if len(pending) >= IN_FLIGHT or n == NAMES:
+                for future in pending:
+                    code = future.exception().code() if future.exception() else grpc.StatusCode.OK
+                    codes[code] = codes.get(code, 0) + 1
+                pending.clear()
+            if n == WARM_UP:
+                warm = rss_kib(server.proc.pid)
+        end = rss_kib(server.proc.pid)
+    took = time.monotonic() - started
+    print(f"\n[memory] {NAMES:,} names in {took:.0f}s: RSS {warm / 1024:.1f} MiB after "
+          f"{WARM_UP:,}, {end / 1024:.1f} MiB after {NAMES:,}; {codes}")
+    assert codes.get(grpc.StatusCode.OK, 0) == 0
+    assert set(codes) <= {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT}
+    assert end - warm < TOLERANCE_KIB
