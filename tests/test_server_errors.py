@@ -131,3 +131,26 @@ def test_exhaustion_reaches_local_generators_too(registered, start_server, sqlit
         assert ids[-1] == 2**63 - 1
         with pytest.raises(IdSpaceExhausted):
             generator.next_id()
+
+
+@pytest.mark.parametrize("count", [-1, 0, MAX_COUNT + 1, 2**32, 2**64, 1.5, "10", True, None])
+def test_the_client_refuses_a_count_out_of_range_as_invalid_request(stub, sqlite_url,
+                                                                     start_server, count):
+    server = start_server([sqlite_url])
+    with RemoteClient(server.address) as client:
+        with pytest.raises(InvalidRequest, match="count must be"):
+            client.next_ids("order", count)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"steps": 0}, "steps must be"), ({"steps": -1}, "steps must be"),
+    ({"steps": 1025}, "steps must be"), ({"steps": 2**32}, "steps must be"),
+    ({"floor": -1}, "floor must be"), ({"floor": 2**63}, "floor must be"),
+    ({"floor": 1.0}, "floor must be"),
+])
+def test_the_client_refuses_steps_or_floor_out_of_range_as_invalid_request(
+        registered, sqlite_url, start_server, arguments, message):
+    server = start_server([sqlite_url])
+    with RemoteClient(server.address) as client:
+        with pytest.raises(InvalidRequest, match=message):
+            client.next_segment("order", **arguments)
