@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from idgen_client.errors import IdSpaceExhausted, InvalidRequest
+from idgen_client.errors import IdSpaceExhausted, InvalidRequest, safe_repr
 
 __all__ = ["INT64_MAX", "MAX_BIZ_TYPE_LENGTH", "MAX_COUNT", "Segment", "validate_biz_type",
            "validate_count"]
@@ -41,7 +41,7 @@ def validate_biz_type(biz_type: object) -> str:
         )
     if not _BIZ_TYPE.fullmatch(biz_type):
         raise InvalidRequest(
-            f"biz type {biz_type[:MAX_BIZ_TYPE_LENGTH]!r} has characters outside [A-Za-z0-9_.:-] "
+            f"biz type {safe_repr(biz_type[:MAX_BIZ_TYPE_LENGTH])} has characters outside [A-Za-z0-9_.:-] "
             "or does not start with a letter or digit"
         )
     return biz_type

@@ -9,19 +9,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
-from idgen_client.errors import ConfigError, IdGenError, InvalidRequest
+from idgen_client.errors import ConfigError, IdGenError, InvalidRequest, safe_repr
 from idgen_client.remote import DEFAULT_TARGET, RemoteClient
 from idgen_client.segment import MAX_COUNT, validate_biz_type
 from idgen_server.config import DATA_DIR_ENV, DEFAULT_STEP, DEFAULT_WORKERS, ServerConfig
+from idgen_server.database import redact_url
 from idgen_server.store import MAX_STEP, SegmentStore
 
 __all__ = ["main"]
+
+_URLISH = re.compile(r"[^\s'\",]*(?:://|@)[^\s'\",]*")
 
 
 def _biz_type(value: str) -> str:
@@ -36,7 +40,7 @@ def _bounded_int(low: int, high: int) -> type[int]:
         try:
             number = int(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{safe_repr(value)} is not a whole number") from None
         if not low <= number <= high:
             raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {number}")
         return number
@@ -44,10 +48,19 @@ def _bounded_int(low: int, high: int) -> type[int]:
     return parse  # type: ignore[return-value]
 
 
+def _number(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{safe_repr(value)} is not a number") from None
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line (no usage block)."""
+    """argparse, with its errors on one line (no usage block), never quoting a URL whole:
+    a database URL given where it does not belong may hold a password."""
 
     def error(self, message: str) -> NoReturn:
+        message = _URLISH.sub(lambda m: redact_url(m.group(0)), message)
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
 
@@ -80,9 +93,9 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"RPC threads (default {DEFAULT_WORKERS})")
     serve.add_argument("--metrics-port", type=_bounded_int(0, 65535), metavar="PORT",
                        help="serve Prometheus metrics on this port")
-    serve.add_argument("--db-timeout", type=float, metavar="SECONDS",
+    serve.add_argument("--db-timeout", type=_number, metavar="SECONDS",
                        help="connect/read timeout per database call (default 3)")
-    serve.add_argument("--preload-at", type=float, metavar="FRACTION",
+    serve.add_argument("--preload-at", type=_number, metavar="FRACTION",
                        help="fetch the next segment once this share of the current one is used "
                        "(default 0.2)")
 

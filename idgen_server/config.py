@@ -141,11 +141,11 @@ class ServerConfig:
         else:
             urls, embedded = (default_database(env),), True
         settings.pop("db", None)
-        listen = listen or env.get("IDGEN_LISTEN", "").strip() or settings.pop("listen", DEFAULT_LISTEN)
-        settings.pop("listen", None)
+        from_file = settings.pop("listen", DEFAULT_LISTEN)
+        settings["listen"] = listen or env.get("IDGEN_LISTEN", "").strip() or from_file
         given = {k: v for k, v in overrides.items() if v is not None}
-        return cls(db_urls=urls, listen=listen, embedded=embedded,  # type: ignore[arg-type]
-                   **{**settings, **given})
+        # The values' types are checked by the constructor: a file may hold anything.
+        return cls(db_urls=urls, embedded=embedded, **{**settings, **given})  # type: ignore[arg-type]
 
 
 _FILE_KEYS = {f.name for f in fields(ServerConfig)} - {"db_urls", "embedded"} | {"db"}

@@ -31,6 +31,7 @@ __all__ = ["failure_text", "make_engine", "normalize_url", "permanent_failure", 
 
 _SPELLINGS = (("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql://"),
               ("postgres://", "postgresql+psycopg://"), ("postgresql://", "postgresql+psycopg://"))
+_SECRET_KEYS = ("pass", "pwd", "secret", "token")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?=://)")
 
 # MySQL/MariaDB error codes that mean the settings are wrong, not the network:
@@ -82,13 +83,21 @@ def sqlite_path(url: str) -> str | None:
     return parsed.database
 
 
+def _secret(key: str) -> bool:
+    """Whether a URL query argument holds a secret (``password=``, ``sslpassword=`` ...)."""
+    return any(word in key.lower() for word in _SECRET_KEYS)
+
+
 def redact_url(url: str) -> str:
-    """``url`` fit for a message or a log: the password replaced by ``***``; a URL that
-    cannot be parsed safely shows only its scheme and what follows its last ``@``."""
+    """``url`` fit for a message or a log: the password, and query arguments that hold
+    secrets, replaced by ``***``; a URL that cannot be parsed safely shows only its
+    scheme and what follows its last ``@``."""
     try:
         parsed = make_url(url)
         if "@" not in (parsed.host or ""):
-            return parsed.render_as_string(hide_password=True)
+            hidden = {k: "***" for k in parsed.query if _secret(k)}
+            text = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+            return text.replace("%2A%2A%2A", "***")
     except Exception:  # noqa: BLE001 - any failure to parse: fall back to the safe form
         pass
     scheme = _SCHEME.match(url)
@@ -131,12 +140,17 @@ def permanent_failure(exc: BaseException, url: str) -> str | None:
 
 
 def _scrub(text: str, url: str) -> str:
-    """``text`` with the URL's password removed, should a driver ever echo it."""
+    """``text`` with the URL's secrets removed, should a driver ever echo them."""
     try:
-        password = make_url(url).password
-    except Exception:  # noqa: BLE001
-        password = None
-    return text.replace(str(password), "***") if password else text
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - nothing parsed, nothing known to remove
+        return text
+    secrets = [str(parsed.password or "")] + [
+        str(v) for k, values in parsed.query.items() if _secret(k)
+        for v in (values if isinstance(values, tuple) else (values,))]
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def make_engine(url: str, timeout: float) -> Engine:

@@ -8,13 +8,13 @@ of them must answer:
 
 - registered nowhere: it is registered in every database;
 - registered everywhere alike (same classes, step and registration): nothing to do;
-- registered in some, exactly as asked (an earlier run stopped halfway): the
-  rest are registered with the same registration, which is safe because each
-  class was reserved for its database from the start;
-- anything else (fewer or other databases, another step, rows registered
-  apart) is refused with ``BizTypeConflict``, which says what is there. Adding a
-  database to a biz type already in use is not a registration: its IDs so far
-  were handed out over fewer classes (README: adding a database).
+- anything else is refused with ``BizTypeConflict``, which says what is there:
+  fewer or other databases, another step, rows registered apart, and rows in
+  only some of the databases. The last may be an earlier run that stopped
+  halfway, but it may as well be a database that served its class and was lost
+  or replaced since: what it handed out cannot be known, so nothing is guessed.
+  Adding a database to a biz type already in use is not a registration either:
+  its IDs so far were handed out over fewer classes (README: adding a database).
 """
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ def register(stores: Sequence[SegmentStore], biz_type: str, *, step: int) -> lis
 
 def _registration_to_complete(biz_type: str, stores: Sequence[SegmentStore],
                               rows: list[BizRow | None], step: int) -> str:
-    """The registration the rows already share, or a new one; ``BizTypeConflict`` if
-    the rows that exist are not this very registration, part done."""
+    """The registration the rows already share, or a new one if there are none;
+    ``BizTypeConflict`` unless every database holds this very registration."""
     found = [(k, row) for k, row in enumerate(rows) if row is not None]
     if not found:
         return new_registration()
@@ -77,6 +77,12 @@ def _registration_to_complete(biz_type: str, stores: Sequence[SegmentStore],
                             f"with remainder {row.remainder}, not for {n} with remainder {k}")
         elif row.step != step:
             problems.append(f"in {stores[k].name} its step is {row.step}, not {step}")
+    missing = [stores[k].name for k, row in enumerate(rows) if row is None]
+    if missing:
+        problems.append(f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no row "
+                        "of it: a database that had one may have handed out IDs of its class (if "
+                        "an earlier add-biz stopped halfway before anything was served, delete "
+                        "its rows and register again)")
     if len({row.registration for _, row in found}) > 1:
         problems.append("its rows in " + ", ".join(stores[k].name for k, _ in found)
                         + " were registered apart")

@@ -19,8 +19,11 @@ server checks:
 2. The set (``check_residue_set``): every row of the biz type the server has
    read has the same ``delta`` and the same ``registration``, no two share a
    ``remainder``, and ``delta`` is at least the number of databases the server
-   uses, so that a database it has not been able to read yet cannot hold a row
-   of the same class either.
+   uses. The last rule needs no other row: a biz type registered for fewer
+   databases than the server uses (the commonest way to get two rows of one
+   class) is refused even while the other databases cannot be read. What it
+   cannot see is a database it has never read holding a row of the same class
+   and the same width; that is checked as soon as the database answers.
 
 Either failure is ``BizTypeMisconfigured`` (FAILED_PRECONDITION on the wire):
 the biz type is refused, the others keep being served, and service resumes by
@@ -34,7 +37,8 @@ from dataclasses import dataclass
 
 from idgen_client.errors import BizTypeMisconfigured, InvalidRequest
 
-__all__ = ["BizRow", "check_residue_set", "check_row", "new_registration", "residue_class"]
+__all__ = ["BizRow", "check_residue_set", "check_row", "damaged_row", "new_registration",
+           "residue_class"]
 
 _REPAIR = "nothing is handed out for it until the rows are repaired (README: what the server checks)"
 
@@ -78,13 +82,17 @@ def _damage(row: BizRow) -> str | None:
     return None
 
 
+def damaged_row(database: str, biz_type: str, what: str) -> BizTypeMisconfigured:
+    """The error for a row of ``biz_type`` in ``database`` whose field is wrong as ``what`` says."""
+    return BizTypeMisconfigured(
+        f"biz type {biz_type!r} has a damaged row in {database}: {what}; {_REPAIR}")
+
+
 def check_row(database: str, row: BizRow) -> None:
     """Raise ``BizTypeMisconfigured`` naming the database, biz type and field if ``row`` is damaged."""
     damage = _damage(row)
     if damage is not None:
-        raise BizTypeMisconfigured(
-            f"biz type {row.biz_type!r} has a damaged row in {database}: {damage}; {_REPAIR}"
-        )
+        raise damaged_row(database, row.biz_type, damage)
 
 
 def check_residue_set(biz_type: str, rows: Mapping[str, BizRow], databases: int) -> None:

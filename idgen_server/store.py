@@ -36,15 +36,17 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from sqlalchemy import insert, inspect, select, update
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, SAWarning, SQLAlchemyError
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateColumn
 from sqlalchemy.sql import func
 
 from idgen_client.errors import (
     BizTypeConflict,
+    BizTypeMisconfigured,
     ConfigError,
     IdSpaceExhausted,
     InvalidRequest,
@@ -60,7 +62,7 @@ from idgen_server.database import (
     redact_url,
     sqlite_path,
 )
-from idgen_server.rows import BizRow, check_row, new_registration
+from idgen_server.rows import BizRow, check_row, damaged_row, new_registration
 from idgen_server.schema import metadata, segment_table
 
 __all__ = ["MAX_STEP", "BizRow", "SegmentStore"]
@@ -72,21 +74,27 @@ MAX_STEP = 10**12
 
 _T = segment_table.c
 _COLUMNS = (_T.biz_type, _T.max_id, _T.step, _T.delta, _T.remainder, _T.version, _T.registration)
-_CONNECT_ERRORS = (SQLAlchemyError, TypeError, ValueError, SAWarning)
+RowCheck = Callable[[BizRow], int]
+"""Run on a freshly read row before a segment is cut from it: raises
+``BizTypeMisconfigured`` if none may be, else returns a floor the segment must lie above."""
 
-RowCheck = Callable[[BizRow], None]
-"""Raises ``BizTypeMisconfigured`` if a freshly read row must not be allocated from."""
-
-
-def _row(record: object) -> BizRow:
-    r = record
-    return BizRow(r.biz_type, int(r.max_id), int(r.step), int(r.delta),  # type: ignore[attr-defined]
-                  int(r.remainder), int(r.version), r.registration or "")  # type: ignore[attr-defined]
+# Talking to a database can fail in more ways than SQLAlchemy wraps (a driver facing
+# something that is not its database, an option it rejects): every try block that
+# catches these holds database calls only, so a bug elsewhere is never taken for an outage.
+_DB_ERRORS = (Exception,)
 
 
-def _read_row(conn: Connection, biz_type: str) -> BizRow | None:
-    record = conn.execute(select(*_COLUMNS).where(_T.biz_type == biz_type)).first()
-    return None if record is None else _row(record)
+def _row(record: Row, database: str) -> BizRow:
+    """The row as read; ``BizTypeMisconfigured`` if a field is not a whole number (SQLite
+    stores whatever a hand edit puts in)."""
+    biz_type = str(record.biz_type)
+    numbers = {}
+    for field in ("max_id", "step", "delta", "remainder", "version"):
+        value = getattr(record, field)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise damaged_row(database, biz_type, f"{field} is {repr(value)[:40]}, not a whole number")
+        numbers[field] = value
+    return BizRow(biz_type, registration=str(record.registration or ""), **numbers)
 
 
 class SegmentStore:
@@ -104,7 +112,6 @@ class SegmentStore:
         self._max_attempts = max_attempts
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}  # biz type -> highest max_id seen (the high water)
-        self._reported: dict[str, int] = {}  # biz type -> the lower max_id last logged
         self.segments = 0
         """Segments this store allocated."""
         self.conflicts = 0
@@ -131,7 +138,7 @@ class SegmentStore:
                 for column in self._missing_columns(conn):
                     ddl = CreateColumn(column).compile(dialect=self.engine.dialect)
                     conn.exec_driver_sql(f"ALTER TABLE {segment_table.name} ADD COLUMN {ddl}")
-        except _CONNECT_ERRORS as exc:
+        except _DB_ERRORS as exc:
             raise self._failure(exc) from None
 
     def _missing_columns(self, conn: Connection) -> list:  # list[Column]
@@ -175,7 +182,7 @@ class SegmentStore:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
             return True
-        except _CONNECT_ERRORS:
+        except _DB_ERRORS:
             return False
 
     # -- reading, and the high water ------------------------------------------------
@@ -184,45 +191,39 @@ class SegmentStore:
         """The biz type's row, or None if it is not registered here."""
         try:
             with self.engine.connect() as conn:
-                row = _read_row(conn, biz_type)
-        except _CONNECT_ERRORS as exc:
+                record = conn.execute(select(*_COLUMNS).where(_T.biz_type == biz_type)).first()
+        except _DB_ERRORS as exc:
             raise self._unavailable(exc) from None
-        if row is not None:
-            self._observe(row)
-        return row
+        return None if record is None else self._observe(_row(record, self.name))
 
-    def read_all(self) -> dict[str, BizRow]:
-        """Every biz type's row (there is one per registered biz type)."""
+    def read_all(self) -> tuple[dict[str, BizRow], frozenset[str]]:
+        """Every biz type's row, and the names of those too damaged to read."""
         try:
             with self.engine.connect() as conn:
-                rows = [_row(r) for r in conn.execute(select(*_COLUMNS))]
-        except _CONNECT_ERRORS as exc:
+                records = list(conn.execute(select(*_COLUMNS)))
+        except _DB_ERRORS as exc:
             raise self._unavailable(exc) from None
-        for row in rows:
-            self._observe(row)
-        return {row.biz_type: row for row in rows}
+        rows, damaged = {}, set()
+        for record in records:
+            try:
+                row = self._observe(_row(record, self.name))
+            except BizTypeMisconfigured:
+                damaged.add(str(record.biz_type))
+                continue
+            rows[row.biz_type] = row
+        return rows, frozenset(damaged)
 
     def high_water(self, biz_type: str) -> int:
         """The highest ``max_id`` this store has seen for the biz type (0 if none)."""
         with self._lock:
             return self._seen.get(biz_type, 0)
 
-    def _observe(self, row: BizRow) -> int:
-        """Record ``row``'s ``max_id``; returns the high water. Logs a ``max_id`` gone back."""
+    def _observe(self, row: BizRow) -> BizRow:
+        """Raise the high water to ``row``'s ``max_id``; returns ``row``."""
         with self._lock:
-            seen = self._seen.get(row.biz_type, 0)
-            if row.max_id >= seen:
+            if row.max_id > self._seen.get(row.biz_type, 0):
                 self._seen[row.biz_type] = row.max_id
-                self._reported.pop(row.biz_type, None)
-                return row.max_id
-            if self._reported.get(row.biz_type) == row.max_id:
-                return seen
-            self._reported[row.biz_type] = row.max_id
-        log.error("database %s reports max_id %d for %r, below the %d this server saw: restored "
-                  "from a backup, failed over to a replica that lags, or edited by hand? No ID "
-                  "at or below %d is handed out from it; it is moved past that mark",
-                  self.name, row.max_id, row.biz_type, seen, seen)
-        return seen
+        return row
 
     def raise_to(self, row: BizRow, max_id: int) -> bool:
         """Move ``row``'s ``max_id`` up to ``max_id`` (compare-and-set on its version,
@@ -236,13 +237,14 @@ class SegmentStore:
                     .values(max_id=max_id, version=_T.version + 1,
                             updated_at=func.current_timestamp())
                 ).rowcount == 1
-        except _CONNECT_ERRORS as exc:
+        except _DB_ERRORS as exc:
             raise self._unavailable(exc) from None
         if moved:
-            log.error("database %s: moved max_id of %r from %d back up to %d",
-                      self.name, row.biz_type, row.max_id, max_id)
-            self._observe(BizRow(row.biz_type, max_id, row.step, row.delta, row.remainder,
-                                 row.version + 1, row.registration))
+            log.error("database %s reported max_id %d for %r, below the %d this server had seen "
+                      "(restored from a backup, failed over to a replica that lagged, or edited "
+                      "by hand?): moved it back up to %d", self.name, row.max_id, row.biz_type,
+                      max_id, max_id)
+            self._observe(replace(row, max_id=max_id, version=row.version + 1))
         return moved
 
     # -- registration -------------------------------------------------------------
@@ -285,7 +287,7 @@ class SegmentStore:
                 return True
             except IntegrityError:
                 continue  # registered concurrently: compare with what won
-            except _CONNECT_ERRORS as exc:
+            except _DB_ERRORS as exc:
                 raise self._unavailable(exc) from None
         raise StorageUnavailable(f"could not register {biz_type!r} in {self.name}: retry")
 
@@ -294,42 +296,33 @@ class SegmentStore:
     def allocate(self, biz_type: str, floor: int = 0, steps: int = 1, *,
                  check: RowCheck | None = None) -> Segment:
         """Claim the next segment of ``steps`` times the biz type's step; all its IDs
-        are above ``floor``, above every segment this table handed out before, and
-        above the high water. Nothing is claimed from a row that ``check_row`` or
-        ``check`` refuses. Bounded retries on conflicts.
+        are above ``floor``, above every segment this table handed out before, above the
+        high water and above what ``check`` returns. Nothing is claimed from a row that
+        ``check_row`` or ``check`` refuses. Bounded retries on conflicts.
         """
         for attempt in range(self._max_attempts):
             try:
-                with self.engine.connect() as conn:
-                    row = _read_row(conn, biz_type)
-                    conn.commit()
-                    if row is None:
-                        raise UnknownBizType(
-                            f"biz type {biz_type!r} is not registered in {self.name}: "
-                            f"add it with `idgen add-biz {biz_type} --db URL`"
-                        )
-                    check_row(self.name, row)
-                    if check is not None:
-                        check(row)
-                    base = max(row.max_id, floor, self._observe(row))
-                    if base >= INT64_MAX:
-                        raise IdSpaceExhausted(
-                            f"biz type {biz_type!r} has used up the int64 range in {self.name}"
-                        )
-                    new_max = min(base + row.step * steps, INT64_MAX)
-                    segment = Segment.claimed(base, new_max, row.delta, row.remainder)
-                    won = conn.execute(
-                        update(segment_table)
-                        .where(_T.biz_type == biz_type, _T.version == row.version)
-                        .values(max_id=new_max, version=_T.version + 1,
-                                updated_at=func.current_timestamp())
-                    ).rowcount
-                    conn.commit()
-            except _CONNECT_ERRORS as exc:
+                conn = self.engine.connect()
+            except _DB_ERRORS as exc:
                 raise self._unavailable(exc) from None
-            if won == 1:
-                self._observe(BizRow(biz_type, new_max, row.step, row.delta, row.remainder,
-                                     row.version + 1, row.registration))
+            with conn:
+                row = self._read_for_update(conn, biz_type)
+                above = check(row) if check is not None else 0
+                seen = self.high_water(biz_type)
+                base = max(row.max_id, floor, seen, above)
+                if base >= INT64_MAX:
+                    raise IdSpaceExhausted(
+                        f"biz type {biz_type!r} has used up the int64 range in {self.name}")
+                new_max = min(base + row.step * steps, INT64_MAX)
+                segment = Segment.claimed(base, new_max, row.delta, row.remainder)
+                won = self._compare_and_set(conn, row, new_max)
+            if won:
+                if row.max_id < seen:  # proven: the row at this very version was below it
+                    log.error("database %s reported max_id %d for %r, below the %d this server "
+                              "had seen (restored from a backup, failed over to a replica that "
+                              "lagged, or edited by hand?): allocated above it, from %d",
+                              self.name, row.max_id, biz_type, seen, base)
+                self._observe(replace(row, max_id=new_max, version=row.version + 1))
                 with self._lock:
                     self.segments += 1
                 return segment
@@ -341,6 +334,34 @@ class SegmentStore:
             f"gave up allocating for {biz_type!r} in {self.name} after {self._max_attempts} "
             "conflicting attempts: too many allocators race on one row; raise its step"
         )
+
+    def _read_for_update(self, conn: Connection, biz_type: str) -> BizRow:
+        """The row, read and committed (no lock is held), checked for damage."""
+        try:
+            record = conn.execute(select(*_COLUMNS).where(_T.biz_type == biz_type)).first()
+            conn.commit()
+        except _DB_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        if record is None:
+            raise UnknownBizType(f"biz type {biz_type!r} is not registered in {self.name}: "
+                                 f"add it with `idgen add-biz {biz_type} --db URL`")
+        row = self._observe(_row(record, self.name))
+        check_row(self.name, row)
+        return row
+
+    def _compare_and_set(self, conn: Connection, row: BizRow, new_max: int) -> bool:
+        """Set ``max_id`` if the row is still at ``row.version``; True if this won."""
+        try:
+            won = conn.execute(
+                update(segment_table)
+                .where(_T.biz_type == row.biz_type, _T.version == row.version)
+                .values(max_id=new_max, version=_T.version + 1,
+                        updated_at=func.current_timestamp())
+            ).rowcount == 1
+            conn.commit()
+        except _DB_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        return bool(won)
 
     def close(self) -> None:
         """Close the connection pool."""

@@ -74,7 +74,7 @@ def test_bad_arguments_get_one_clear_line_and_status_2(capsys, tmp_path, monkeyp
     (["--listen", "127.0.0.1:0,127.0.0.1:0"], "one HOST:PORT"),
     (["--workers", "0"], "between 1 and 1024"),
     (["--preload-at", "1.5"], "preload_at"),
-    (["--preload-at", "x"], "invalid float"),
+    (["--preload-at", "x"], "'x' is not a number"),
     (["--db", "foo://bar"], "is not usable"),
     (["--db", ""], "at least one database URL"),
     (["--db", "sqlite:///a.db", "--db", "sqlite:///a.db"], "given twice"),
@@ -111,7 +111,7 @@ listens = st.one_of(st.builds("127.0.0.1:{}".format, ports),
                     st.text(SAFE, max_size=8),
                     st.sampled_from(["127.0.0.1:0", "127.0.0.1:0,127.0.0.1:0", ":0", "127.0.0.1"]))
 numbers = st.one_of(st.sampled_from(["inf", "-inf", "nan", "0", "-1", "1e309", "0.5", "3"]),
-                    st.text(SAFE, max_size=5), st.integers(-5, 70_000).map(str))
+                    st.text(SAFE, max_size=5), st.integers(-5, 70_000).map(str), urls)
 toml_values = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(),
                         st.text(max_size=20), urls, listens, st.lists(urls, max_size=3),
                         st.lists(st.integers(), max_size=2), st.dictionaries(SAFE, st.integers(),
@@ -140,7 +140,8 @@ def toml_line(key: str, value: object) -> str:
 @given(flags=st.lists(st.one_of(
            st.tuples(st.just("--db"), urls), st.tuples(st.just("--listen"), listens),
            st.tuples(st.sampled_from(["--workers", "--metrics-port", "--db-timeout",
-                                      "--preload-at"]), numbers)), max_size=3),
+                                      "--preload-at"]), numbers),
+           st.tuples(st.just(""), urls)), max_size=3),  # "": a URL without its --db
        env=st.fixed_dictionaries({}, optional={
            "IDGEN_DB": st.one_of(urls, st.lists(urls, max_size=3).map(",".join)),
            "IDGEN_LISTEN": st.one_of(listens, urls), "IDGEN_DATA_DIR": st.text(SAFE, max_size=8)}),
@@ -166,7 +167,7 @@ def test_any_settings_give_one_line_and_never_the_password(capsys, caplog, tmp_p
                     or (file is not None and "listen" in file))
     args = ["serve"] if listen_given else ["serve", "--listen", "127.0.0.1:0"]
     for flag, value in flags:
-        args += [flag, value]
+        args += [flag, value] if flag else [value]
     if file is not None:
         path = workdir / "idgen.toml"
         path.write_text("\n".join(toml_line(k, v) for k, v in file.items()) + "\n")
@@ -183,7 +184,7 @@ def test_any_settings_give_one_line_and_never_the_password(capsys, caplog, tmp_p
     out, err = capsys.readouterr()
     logged = "\n".join(r.getMessage() for r in caplog.records)
     caplog.clear()
-    assert SECRET not in out + err + logged
+    assert SECRET not in out + err + logged, (args, env, file)
     assert "Traceback" not in err
     if code == 0:
         assert "serving on 127.0.0.1:" in out

@@ -11,6 +11,7 @@ import pytest
 
 from idgen_client import BizTypeMisconfigured, LocalGenerator, RemoteClient
 from idgen_server.allocator import Allocator
+from idgen_server.registry import register
 from idgen_server.store import SegmentStore
 from tests.support.cli import idgen
 
@@ -110,16 +111,15 @@ def test_add_biz_refuses_to_spread_a_registered_biz_type_and_says_how_to_add_a_d
     assert row(b, "pay") is None
 
 
-def test_add_biz_completes_a_registration_that_stopped_halfway(make_db):
+def test_add_biz_refuses_rows_in_only_some_of_the_databases(make_db):
     a, b = make_db(), make_db()
     init(a, b)
-    first = SegmentStore(a)
+    first = SegmentStore(a)  # half of a registration: a stopped run, or a database lost since
     first.register("half", step=100, delta=2, remainder=0, registration="0123456789abcdef" * 2)
     first.close()
     result = idgen("add-biz", "half", "--step", "100", *dbs([a, b]))
-    assert result.returncode == 0, result.stderr
-    assert row(b, "half").registration == row(a, "half").registration
-    assert (row(b, "half").delta, row(b, "half").remainder) == (2, 1)
+    assert result.returncode == 1 and "has no row of it" in result.stderr, result.stderr
+    assert row(b, "half") is None
 
 
 # -- a max_id moved back ----------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_a_lowered_max_id_is_never_handed_out_again_by_a_server_that_saw_it(make
     every = before + fresh + buffered
     assert len(every) == len(set(every))
     assert row(url, "back").max_id > high
-    assert any("ERROR" in line and "reports max_id 0 for 'back', below the" in line
+    assert any("ERROR" in line and "reported max_id 0 for 'back', below the" in line
                for line in server.output)
 
 
@@ -156,8 +156,8 @@ def test_a_lowered_max_id_is_moved_back_up_before_any_server_allocates(make_db, 
     edit(url, f"max_id = {high // 2}", "back")
     # No call at all: the server's watch finds the row below what it saw and moves it.
     eventually(lambda: _assert(row(url, "back").max_id >= high))
-    assert any(f"moved max_id of 'back' from {high // 2} back up to {high}" in line
-               for line in server.output)
+    assert any(f"reported max_id {high // 2} for 'back', below the {high} this server had seen"
+               in line and f"moved it back up to {high}" in line for line in server.output)
 
 
 def test_a_server_that_only_read_a_row_guards_what_it_read(db_url):
@@ -232,3 +232,96 @@ def test_an_embedded_database_left_in_the_working_directory_is_not_silently_repl
     (tmp_path / "idgen.db").write_bytes(b"")
     with pytest.raises(RuntimeError, match="found .*idgen.db, the embedded database of an earlier"):
         start_server([], cwd=str(tmp_path))
+
+
+def test_add_biz_refuses_to_complete_a_registration_some_database_already_allocated_from(
+        make_db):
+    a, b, c = make_db(), make_db(), make_db()
+    init(a, b, c)
+    assert idgen("add-biz", "x", "--step", "10", *dbs([a, b])).returncode == 0
+    store = SegmentStore(b)
+    store.allocate("x")  # b hands out odd IDs, then is lost; c is to take its place
+    store.close()
+    result = idgen("add-biz", "x", "--step", "10", *dbs([a, c]))
+    assert result.returncode == 1 and "has no row of it" in result.stderr
+    assert row(c, "x") is None
+
+
+@pytest.mark.parametrize("value", ["'abc'", "9e999", "1.5", "NULL"])
+def test_a_sqlite_row_holding_what_is_not_a_whole_number_is_damaged(sqlite_url, value):
+    store = SegmentStore(sqlite_url)
+    store.create_schema()
+    store.register("typed", step=10)
+    store.register("other", step=10)
+    with store.engine.begin() as conn:  # SQLite keeps what a hand edit puts in
+        conn.exec_driver_sql("CREATE TABLE t AS SELECT * FROM idgen_segment")
+        conn.exec_driver_sql("DROP TABLE idgen_segment")
+        conn.exec_driver_sql("CREATE TABLE idgen_segment AS SELECT * FROM t")  # no NOT NULL
+        conn.exec_driver_sql(f"UPDATE idgen_segment SET max_id = {value} WHERE biz_type = 'typed'")
+    with Allocator([store], watch_interval=0.05, probe_interval=0.02) as allocator:
+        with pytest.raises(BizTypeMisconfigured, match="damaged row .* max_id is .*not a whole"):
+            allocator.allocate("typed")
+        assert allocator.allocate("other").start == 1  # the rest of the table is served
+        assert allocator.exists("typed")
+        eventually(lambda: _assert(allocator.healthy() == [True]))
+
+
+def test_a_clash_stays_refused_while_the_clashing_database_cannot_be_read(mariadb_url,
+                                                                           make_mariadb):
+    from tests.support.databases import MARIADB_HOST, MARIADB_PORT
+    from tests.support.proxy import TcpProxy
+
+    proxy = TcpProxy(MARIADB_HOST, MARIADB_PORT)
+    urls = [mariadb_url, proxy.url(make_mariadb())]
+    stores = [SegmentStore(u, timeout=1) for u in urls]
+    for store in stores:
+        store.create_schema()
+    register(stores, "x", step=10)
+    edit(urls[1], "remainder = 0", "x")  # both hand out even IDs
+    try:
+        with Allocator(stores) as allocator:
+            for _ in range(2):
+                with pytest.raises(BizTypeMisconfigured, match="hand out the same IDs"):
+                    allocator.allocate("x")
+            proxy.refuse()  # the database whose row clashes goes away
+            for _ in range(4):
+                with pytest.raises(BizTypeMisconfigured, match="hand out the same IDs"):
+                    allocator.allocate("x")
+    finally:
+        proxy.close()
+    assert row(urls[0], "x").max_id == 0
+
+
+def test_a_database_whose_class_changes_while_serving_starts_above_everything_seen(db_url,
+                                                                                    sqlite_url):
+    urls = [db_url, sqlite_url.replace("idgen.db", "other.db")]
+    stores = [SegmentStore(u) for u in urls]
+    for store in stores:
+        store.create_schema()
+    register(stores, "swap", step=10)
+    with Allocator(stores) as allocator:
+        before = [i for _ in range(6) for i in allocator.allocate("swap").ids()]
+        before += [i for _ in range(5) for i in stores[1].allocate("swap").ids()]  # ahead
+        # Two rows swapped by hand: still one valid set, but each database's next IDs are
+        # of the class the other one handed out, up to where that one got.
+        edit(urls[0], "remainder = 1", "swap")
+        edit(urls[1], "remainder = 0", "swap")
+        after = [i for _ in range(6) for i in allocator.allocate("swap").ids()]
+    assert min(after) > max(before) and not set(after) & set(before)
+
+
+def test_concurrent_allocations_never_log_a_max_id_gone_back(db_url, caplog):
+    import threading
+
+    store = SegmentStore(db_url)
+    store.create_schema()
+    store.register("busy", step=10)
+    with Allocator([store]) as allocator:
+        threads = [threading.Thread(target=lambda: [allocator.allocate("busy") for _ in range(50)])
+                   for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert row(db_url, "busy").max_id == 8 * 50 * 10
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

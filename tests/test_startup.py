@@ -131,7 +131,10 @@ def test_an_unreachable_database_does_not_stop_the_server(tmp_path, start_server
     assert idgen("init-db", "--db", good).returncode == 0
     assert idgen("add-biz", "order", "--db", good).returncode == 0
     away = f"mysql://root:{PASSWORD}@127.0.0.1:{free_port()}/idgen"
-    server = start_server([good, away], extra_args=["--db-timeout", "1"])
+    also = f"postgresql://idgen@127.0.0.1:{free_port()}/idgen?sslpassword={PASSWORD}"
+    server = start_server([good, away, also], extra_args=["--db-timeout", "1"])
     output = "".join(server.output)
     assert "database 1: mysql+pymysql://root:***@127.0.0.1:" in output
+    assert "database 2: postgresql+psycopg://idgen@127.0.0.1:" in output
+    assert "sslpassword=***" in output
     assert "unreachable for now" in output and PASSWORD not in output
