@@ -132,6 +132,7 @@ class DoubleBuffer:
         self._loader: threading.Thread | None = None  # set while a fetch is asked for or runs
         self._thread: threading.Thread | None = None  # the loader thread, once started
         self._error: IdGenError | None = None  # the loader's last failed attempt
+        self._logged: str | None = None  # the last failure logged
         self._exhausted = False
         self._closed = False
         self.fetches = 0
@@ -313,12 +314,17 @@ class DoubleBuffer:
                 if error is None:
                     self.fetches += 1
                     self._error = None
+                    self._logged = None
                     if not self._closed:
                         self._next = segment
                     self._loader = None
                     self._cond.notify_all()
                     return
-                log.warning("fetching a segment for %r failed: %s", self._name, error)
+                # Once per kind of failure, not once per retry: a refusal lasts until a
+                # person acts, and the retries would bury everything else in the log.
+                if str(error) != self._logged:
+                    log.warning("fetching a segment for %r failed: %s", self._name, error)
+                    self._logged = str(error)
                 self._error = error
                 if isinstance(error, IdSpaceExhausted):
                     self._exhausted = True

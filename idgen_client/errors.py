@@ -68,6 +68,8 @@ class ConfigError(IdGenError):
 def safe_repr(value: object) -> str:
     """``repr(value)`` for a message, unless it is text that looks like a URL: a URL given
     where something else was expected may hold a password, so only its scheme shows."""
-    if isinstance(value, str) and ("@" in value or "://" in value):
+    if isinstance(value, str) and "://" in value:
         return f"{value.partition('://')[0][:20]!r}... (a URL?)"
+    if isinstance(value, str) and "@" in value:
+        return repr("***@" + value.rpartition("@")[2][:40])
     return repr(value)

@@ -48,7 +48,8 @@ def parse_targets(targets: str | Sequence[str], *, allow_port_0: bool = False) -
     for target in parsed:
         host, sep, port = target.rpartition(":")
         lowest = 0 if allow_port_0 else 1
-        if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
+        if (not sep or not host or "@" in host or "/" in host or not port.isdigit()
+                or not lowest <= int(port) < 65536):
             raise InvalidRequest(f"server address {safe_repr(target)} is not HOST:PORT")
     return parsed
 

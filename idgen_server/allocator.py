@@ -28,7 +28,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 
 from idgen_client.errors import (
     BizTypeMisconfigured,
@@ -41,7 +41,7 @@ from idgen_client.errors import (
 from idgen_client.segment import INT64_MAX, Segment
 from idgen_client.sizing import MAX_STEPS
 from idgen_server.health import Health
-from idgen_server.rows import check_residue_set
+from idgen_server.rows import BizRow, check_residue_set
 from idgen_server.rowset import RowSet
 from idgen_server.store import SegmentStore
 
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 def unknown_biz_type(biz_type: str) -> UnknownBizType:
     """The error for a biz type that no database knows."""
     return UnknownBizType(
-        f"biz type {biz_type!r} is not registered: add it with "
-        f"`idgen add-biz {biz_type} --db URL` (once per database of this server)"
+        f"biz type {biz_type!r} is not registered: add it with `idgen add-biz {biz_type} "
+        "--db URL [--db URL ...]`, giving all of this server's databases at once"
     )
 
 
@@ -217,11 +217,11 @@ class Allocator:
         if not rows:
             raise unknown_biz_type(biz_type)
         check_residue_set(biz_type, self._rows.named(rows), len(self.stores))
-        return self._raise_high(biz_type, rows.keys())
+        return self._raise_high(biz_type, rows)
 
-    def _raise_high(self, biz_type: str, indexes: Collection[int]) -> int:
-        """The highest high water of the databases ``indexes``; remembered."""
-        high = max(self.stores[i].high_water(biz_type) for i in indexes)
+    def _raise_high(self, biz_type: str, rows: Mapping[int, BizRow]) -> int:
+        """The highest mark (``SegmentStore.mark``) of the rows just read; remembered."""
+        high = max(self.stores[i].mark(row) for i, row in rows.items())
         with self._lock:
             self._high[biz_type] = max(high, self._high.get(biz_type, 0))
         return high
@@ -229,8 +229,8 @@ class Allocator:
     def _check_floor(self, biz_type: str, floor: int) -> None:
         """Refuse a floor above every ID allocated for the biz type."""
         found, failed = self._rows.read_every(biz_type)
-        indexes = [i for i, row in found.items() if row is not None]
-        high = self._raise_high(biz_type, indexes) if indexes else 0
+        rows = {i: row for i, row in found.items() if row is not None}
+        high = self._raise_high(biz_type, rows) if rows else 0
         if floor <= high:
             return
         if failed:
@@ -238,7 +238,7 @@ class Allocator:
                 f"cannot check floor {floor} for {biz_type!r}: {len(failed)} database(s) "
                 f"unreachable; {failed[0]}"
             )
-        if not indexes:
+        if not rows:
             raise unknown_biz_type(biz_type)
         raise InvalidRequest(
             f"floor {floor} is above every ID allocated for {biz_type!r} (at most {high}): "

@@ -21,7 +21,8 @@ from idgen_client.remote import DEFAULT_TARGET, RemoteClient
 from idgen_client.segment import MAX_COUNT, validate_biz_type
 from idgen_server.config import DATA_DIR_ENV, DEFAULT_STEP, DEFAULT_WORKERS, ServerConfig
 from idgen_server.database import redact_url
-from idgen_server.store import MAX_STEP, SegmentStore
+from idgen_server.rows import MAX_STEP
+from idgen_server.store import SegmentStore
 
 __all__ = ["main"]
 

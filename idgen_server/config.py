@@ -45,12 +45,15 @@ def default_database(env: Mapping[str, str]) -> str:
     """The embedded SQLite database's URL: ``idgen.db`` in ``$IDGEN_DATA_DIR``, else in
     the platform's per-user data directory (``~/.local/share/idgen`` on Linux), so that
     it is the same file whatever directory ``idgen serve`` runs from."""
-    directory = env.get(DATA_DIR_ENV, "").strip()
+    directory = os.path.expanduser(env.get(DATA_DIR_ENV, "").strip())
+    if directory and not os.path.isabs(directory):
+        raise ConfigError(f"{DATA_DIR_ENV} must be an absolute path, not {safe_repr(directory)}: "
+                          "a relative one would name another database in every directory")
     if not directory:
         import platformdirs
 
         directory = platformdirs.user_data_dir("idgen", appauthor=False)
-    return "sqlite:///" + os.path.join(os.path.abspath(os.path.expanduser(directory)), EMBEDDED_FILE)
+    return "sqlite:///" + os.path.join(directory, EMBEDDED_FILE)
 
 
 def _number(name: str, value: object, *, whole: bool = False) -> None:

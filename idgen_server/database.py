@@ -32,6 +32,7 @@ __all__ = ["failure_text", "make_engine", "normalize_url", "permanent_failure", 
 _SPELLINGS = (("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql://"),
               ("postgres://", "postgresql+psycopg://"), ("postgresql://", "postgresql+psycopg://"))
 _SECRET_KEYS = ("pass", "pwd", "secret", "token")
+_URLISH = re.compile(r"[A-Za-z0-9+.-]*://\S*")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?=://)")
 
 # MySQL/MariaDB error codes that mean the settings are wrong, not the network:
@@ -41,7 +42,8 @@ _MYSQL_PERMANENT = {1044, 1045, 1049, 1251, 1698, 2059}
 # libpq reports connection failures as text without an SQLSTATE.
 _POSTGRES_PERMANENT = ("does not exist", "authentication failed", "pg_hba.conf",
                        "permission denied", "invalid connection option", "invalid sslmode",
-                       "invalid integer value", "invalid value for parameter")
+                       "invalid integer value", "invalid value for parameter",
+                       "does not support SSL", "root certificate file")
 
 
 def normalize_url(url: str) -> str:
@@ -55,16 +57,22 @@ def normalize_url(url: str) -> str:
         if url.startswith(prefix):
             url = driver + url[len(prefix):]
             break
+    if url.count("://") > 1:
+        raise ConfigError(f"{url.partition('://')[0][:20]!r}... holds more than one URL: give "
+                          "each database its own --db (only IDGEN_DB takes a comma-separated list)")
+    if url.count("@") > 1:
+        raise ConfigError(f"database URL {redact_url(url)} has an @ in its password or user "
+                          "name: percent-encode it as %40")
     try:
         parsed = make_url(url)
+        port = parsed.port
     except Exception:  # ValueError, ArgumentError ...: all mean "not a URL we can use"
         # Not the parser's words: they may quote a password taken for a port.
         raise ConfigError(f"database URL {redact_url(url)} cannot be parsed; expected "
                           "e.g. mysql://user:password@host:3306/idgen "
                           "(special characters in the password percent-encoded, @ as %40)") from None
-    if "@" in (parsed.host or ""):
-        raise ConfigError(f"database URL {redact_url(url)} has an @ in its password or user "
-                          "name: percent-encode it as %40")
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"database URL {redact_url(url)} has port {port}, not in 1..65535")
     database = parsed.database
     if (parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
             and not database.startswith("file:") and not os.path.isabs(database)):
@@ -94,7 +102,7 @@ def redact_url(url: str) -> str:
     scheme and what follows its last ``@``."""
     try:
         parsed = make_url(url)
-        if "@" not in (parsed.host or ""):
+        if url.count("@") <= 1 and url.count("://") == 1:
             hidden = {k: "***" for k in parsed.query if _secret(k)}
             text = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
             return text.replace("%2A%2A%2A", "***")
@@ -102,7 +110,7 @@ def redact_url(url: str) -> str:
         pass
     scheme = _SCHEME.match(url)
     rest = url.rpartition("@")[2] if "@" in url else "..."
-    return f"{scheme.group(0) if scheme else '?'}://***@{rest}"
+    return f"{scheme.group(0) if scheme else '?'}://***@{_URLISH.sub('***', rest)}"
 
 
 def _reason(exc: BaseException) -> str:
@@ -120,9 +128,14 @@ def failure_text(exc: BaseException, url: str) -> str:
 
 def permanent_failure(exc: BaseException, url: str) -> str | None:
     """Why ``exc``, raised connecting to ``url``, will not pass by retrying; None if it may."""
-    if isinstance(exc, (TypeError, ValueError, SAWarning)):
+    if not isinstance(exc, DBAPIError):
+        # SQLAlchemy wraps every error a database answers with; what comes out bare is the
+        # driver refusing its settings (an option it does not know, a file it cannot
+        # find), except a network failure it did not wrap.
+        if isinstance(exc, (TimeoutError, ConnectionError)):
+            return None
         return f"the driver rejects its settings ({_scrub(_reason(exc), url)})"
-    orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else None
+    orig = exc.orig
     if orig is None:
         return None
     backend = make_url(url).get_backend_name()
@@ -136,6 +149,8 @@ def permanent_failure(exc: BaseException, url: str) -> str | None:
         return None
     if backend == "sqlite" and "unable to open database file" in _reason(exc):
         return "the file cannot be opened (does its directory exist, may this user write it?)"
+    if backend == "sqlite" and "file is not a database" in _reason(exc):
+        return "the file is not a SQLite database"
     return None
 
 

@@ -56,8 +56,18 @@ def register(stores: Sequence[SegmentStore], biz_type: str, *, step: int) -> lis
     results = []
     for k, store in enumerate(stores):
         delta, remainder = residue_class(k, len(stores))
-        created = store.register(biz_type, step=step, delta=delta, remainder=remainder,
-                                 registration=registration)
+        try:
+            created = store.register(biz_type, step=step, delta=delta, remainder=remainder,
+                                     registration=registration)
+        except BizTypeConflict:
+            row = store.read(biz_type)
+            if row is None or row.registration != registration:
+                raise
+            raise BizTypeConflict(  # the row this very run wrote, through another URL
+                f"{store.name} already holds the row just written through "
+                f"{stores[row.remainder].name if row.remainder < k else 'another URL'}: the "
+                "same database is given twice (under two URLs?); give each database once"
+            ) from None
         results.append(Registered(store.name, created, step, delta, remainder))
     return results
 

@@ -15,10 +15,11 @@ which names are registered at all, so that a name no one registered costs no
 query (``surely_unknown``).
 
 A database whose residue class changes while the server runs (someone moved the
-biz type to more databases by hand, or swapped two rows) has its next segment
-cut above the highest ``max_id`` the server has seen in any database, since IDs
-of its new class may already have been handed out, under the old classes, by
-the others.
+biz type to more databases by hand, or swapped two rows), or whose row appears
+while it runs (registered again, or added by hand), has its next segment cut
+above the highest ``max_id`` the server has seen in any database, since IDs of
+its new class may already have been handed out, under the old classes, by the
+others.
 
 Everything here is keyed by biz types some database holds a row of: bounded by
 the tables, never by what clients send.
@@ -43,6 +44,7 @@ LOUD_EVERY = 60.0
 """Seconds before the same refusal of a biz type is logged again."""
 
 _Class = tuple[int, int, str]  # delta, remainder, registration
+_APPEARED: _Class = (0, 0, "")  # the class of a row that appeared while the server ran
 
 
 def _class_of(row: BizRow) -> _Class:
@@ -75,13 +77,18 @@ class RowSet:
 
     def remember(self, biz_type: str, rows: Mapping[int, BizRow | None]) -> None:
         """Keep rows just read (None: that database has no row for the biz type). A name no
-        database has a row of is not kept."""
+        database has a row of is not kept. A row that appears where there was none counts
+        as a class change (see the module notes)."""
         with self._lock:
-            if biz_type in self._rows or any(row is not None for row in rows.values()):
-                self._rows.setdefault(biz_type, {}).update(rows)
+            if biz_type not in self._rows and all(row is None for row in rows.values()):
+                return
+            known = self._rows.setdefault(biz_type, {})
             for index, row in rows.items():
-                if row is not None:
+                if row is not None and index in known and known[index] is None:
+                    self._classes[(biz_type, index)] = _APPEARED
+                elif row is not None:
                     self._classes.setdefault((biz_type, index), _class_of(row))
+                known[index] = row
 
     def named(self, rows: Mapping[int, BizRow | None]) -> dict[str, BizRow]:
         """``rows`` keyed by database name, without the databases that have none."""
@@ -138,10 +145,16 @@ class RowSet:
         if before == _class_of(row):
             return 0
         floor = max(store.high_water(biz_type) for store in self._stores)
-        log.warning("database %s: the residue class of %r changed from %s to %s (delta, "
-                    "remainder, registration) while this server ran: its next segment is cut "
-                    "above %d, the highest max_id this server has seen in any database",
-                    self._stores[index].name, biz_type, before[:2], _class_of(row)[:2], floor)
+        if before == _APPEARED:
+            change = "appeared"
+        elif before[:2] != (row.delta, row.remainder):
+            change = (f"changed its residue class from {before[1]} mod {before[0]} to "
+                      f"{row.remainder} mod {row.delta}")
+        else:
+            change = "changed its registration"
+        log.warning("database %s: the row of %r %s while this server ran: its next segment is "
+                    "cut above %d, the highest max_id this server has seen in any database",
+                    self._stores[index].name, biz_type, change, floor)
         return floor
 
     def cut(self, biz_type: str, index: int, delta: int, remainder: int) -> None:
@@ -152,7 +165,7 @@ class RowSet:
             self._classes[(biz_type, index)] = (delta, remainder, registration)
             refused = self._refused.pop(biz_type, None)
         if refused is not None:
-            log.warning("biz type %r is served again: its rows were repaired", biz_type)
+            log.warning("biz type %r passes the checks again and is served", biz_type)
 
     def refuse(self, biz_type: str, error: BizTypeMisconfigured) -> BizTypeMisconfigured:
         """Log a refusal loudly (the same one at most once a minute); returns it to raise."""
@@ -186,7 +199,7 @@ class RowSet:
         for biz_type, row in rows.items():
             self.remember(biz_type, {index: row})
         for row in rows.values():
-            high = store.high_water(row.biz_type)
+            high = store.mark(row)
             if row.max_id < high and _intact(store, row):
                 try:
                     store.raise_to(row, high)

@@ -54,6 +54,7 @@ from idgen_client.errors import (
     UnknownBizType,
 )
 from idgen_client.segment import INT64_MAX, Segment, validate_biz_type
+from idgen_client.sizing import MAX_STEPS
 from idgen_server.database import (
     failure_text,
     make_engine,
@@ -62,15 +63,13 @@ from idgen_server.database import (
     redact_url,
     sqlite_path,
 )
-from idgen_server.rows import BizRow, check_row, damaged_row, new_registration
+from idgen_server.rows import MAX_STEP, BizRow, check_row, damaged_row, new_registration
 from idgen_server.schema import metadata, segment_table
 
-__all__ = ["MAX_STEP", "BizRow", "SegmentStore"]
+__all__ = ["BizRow", "SegmentStore"]
 
 log = logging.getLogger(__name__)
 
-MAX_STEP = 10**12
-"""The largest step a biz type may be registered with."""
 
 _T = segment_table.c
 _COLUMNS = (_T.biz_type, _T.max_id, _T.step, _T.delta, _T.remainder, _T.version, _T.registration)
@@ -111,7 +110,8 @@ class SegmentStore:
         self.engine = make_engine(self._url, timeout)
         self._max_attempts = max_attempts
         self._lock = threading.Lock()
-        self._seen: dict[str, int] = {}  # biz type -> highest max_id seen (the high water)
+        # biz type -> the highest max_id seen (the high water), and the version it had
+        self._seen: dict[str, tuple[int, int]] = {}
         self.segments = 0
         """Segments this store allocated."""
         self.conflicts = 0
@@ -122,6 +122,9 @@ class SegmentStore:
 
     def _unavailable(self, exc: BaseException) -> StorageUnavailable:
         log.warning("database %s failed: %s", self.name, failure_text(exc, self._url))
+        reason = permanent_failure(exc, self._url)
+        if reason is not None:  # what a person must fix, not SQL: worth telling the caller
+            return StorageUnavailable(f"database {self.name} cannot be used: {reason}")
         return StorageUnavailable(
             f"database {self.name} is unreachable or failing ({type(exc).__name__}); "
             "check that it is up and that its idgen_segment table exists (idgen init-db)"
@@ -154,8 +157,10 @@ class SegmentStore:
             directory = os.path.dirname(path) or "."
             if not os.path.isdir(directory):
                 raise ConfigError(f"SQLite database {path}: its directory {directory} does not exist")
-            raise ConfigError(f"SQLite database {path} does not exist: create it with "
-                              f"`idgen init-db --db {self.name}`")
+            raise ConfigError(f"SQLite database {path} does not exist (a relative path is taken "
+                              "from the directory idgen runs in): give the path of the database "
+                              "that holds your IDs, or for a new one run `idgen init-db --db "
+                              f"{self.name}` first")
         try:
             with self.engine.connect() as conn:
                 table = inspect(conn).has_table(segment_table.name)
@@ -216,13 +221,26 @@ class SegmentStore:
     def high_water(self, biz_type: str) -> int:
         """The highest ``max_id`` this store has seen for the biz type (0 if none)."""
         with self._lock:
-            return self._seen.get(biz_type, 0)
+            return self._seen.get(biz_type, (0, 0))[0]
+
+    def mark(self, row: BizRow) -> int:
+        """What every ID cut from ``row`` must lie above: its ``max_id``, or the high water
+        if that is higher. When the row went back although its version moved on since
+        this store saw the high water (a hand edit, which leaves the version alone),
+        the allocations it did not see moved ``max_id`` on by at most ``step *
+        MAX_STEPS`` each: the mark is that much higher, wasting IDs, never reissuing any."""
+        with self._lock:
+            seen, version = self._seen.get(row.biz_type, (0, 0))
+        if row.max_id >= seen:
+            return row.max_id
+        unseen = row.version - version
+        return min(INT64_MAX, seen + max(0, unseen) * row.step * MAX_STEPS)
 
     def _observe(self, row: BizRow) -> BizRow:
         """Raise the high water to ``row``'s ``max_id``; returns ``row``."""
         with self._lock:
-            if row.max_id > self._seen.get(row.biz_type, 0):
-                self._seen[row.biz_type] = row.max_id
+            if row.max_id > self._seen.get(row.biz_type, (0, 0))[0]:
+                self._seen[row.biz_type] = (row.max_id, row.version)
         return row
 
     def raise_to(self, row: BizRow, max_id: int) -> bool:
@@ -240,10 +258,11 @@ class SegmentStore:
         except _DB_ERRORS as exc:
             raise self._unavailable(exc) from None
         if moved:
-            log.error("database %s reported max_id %d for %r, below the %d this server had seen "
+            log.error("database %s reported max_id %d for %r, below what this server had seen "
                       "(restored from a backup, failed over to a replica that lagged, or edited "
-                      "by hand?): moved it back up to %d", self.name, row.max_id, row.biz_type,
-                      max_id, max_id)
+                      "by hand?): moved it back up to %d. Other servers that allocated from it "
+                      "meanwhile may have handed out IDs again", self.name, row.max_id,
+                      row.biz_type, max_id)
             self._observe(replace(row, max_id=max_id, version=row.version + 1))
         return moved
 
@@ -308,8 +327,8 @@ class SegmentStore:
             with conn:
                 row = self._read_for_update(conn, biz_type)
                 above = check(row) if check is not None else 0
-                seen = self.high_water(biz_type)
-                base = max(row.max_id, floor, seen, above)
+                seen = self.mark(row)
+                base = max(floor, seen, above)
                 if base >= INT64_MAX:
                     raise IdSpaceExhausted(
                         f"biz type {biz_type!r} has used up the int64 range in {self.name}")
@@ -318,10 +337,11 @@ class SegmentStore:
                 won = self._compare_and_set(conn, row, new_max)
             if won:
                 if row.max_id < seen:  # proven: the row at this very version was below it
-                    log.error("database %s reported max_id %d for %r, below the %d this server "
+                    log.error("database %s reported max_id %d for %r, below what this server "
                               "had seen (restored from a backup, failed over to a replica that "
-                              "lagged, or edited by hand?): allocated above it, from %d",
-                              self.name, row.max_id, biz_type, seen, base)
+                              "lagged, or edited by hand?): allocated above it, from %d. Other "
+                              "servers that allocated from it meanwhile may have handed out IDs "
+                              "again", self.name, row.max_id, biz_type, base)
                 self._observe(replace(row, max_id=new_max, version=row.version + 1))
                 with self._lock:
                     self.segments += 1

@@ -162,7 +162,7 @@ def test_any_settings_give_one_line_and_never_the_password(capsys, caplog, tmp_p
     monkeypatch.setenv("IDGEN_DATA_DIR", str(workdir / "data"))
     for key, value in env.items():
         # A data directory from the fuzz stays inside this test's directory.
-        monkeypatch.setenv(key, value if key != "IDGEN_DATA_DIR" else f"data-{value}")
+        monkeypatch.setenv(key, value if key != "IDGEN_DATA_DIR" else f"{workdir}/data-{value}")
     listen_given = (any(f == "--listen" for f, _ in flags) or env.get("IDGEN_LISTEN", "").strip()
                     or (file is not None and "listen" in file))
     args = ["serve"] if listen_given else ["serve", "--listen", "127.0.0.1:0"]

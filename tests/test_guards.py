@@ -188,6 +188,7 @@ def _assert(condition: bool) -> bool:
     ("max_id = -7", "max_id = 0", "max_id is -7"),
     ("step = 0", "step = 100", "step is 0"),
     ("step = -5", "step = 100", "step is -5"),
+    ("step = 4611686018427387904", "step = 100", "step is 4611686018427387904 (must be in 1.."),
     ("delta = 0", "delta = 1", "delta is 0"),
     ("remainder = 1", "remainder = 0", "remainder is 1"),
     ("delta = 200, step = 100", "delta = 1, step = 100", "step is 100, below delta 200"),
@@ -325,3 +326,40 @@ def test_concurrent_allocations_never_log_a_max_id_gone_back(db_url, caplog):
             thread.join()
     assert row(db_url, "busy").max_id == 8 * 50 * 10
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_a_max_id_set_back_by_hand_is_never_reissued_by_a_server_that_saw_less(db_url):
+    """A hand edit leaves the version alone: a server that missed the last allocations
+    knows how many it missed, and starts above anything they could have claimed."""
+    store = SegmentStore(db_url)
+    store.create_schema()
+    store.register("edited", step=10)
+    lagging, busy = SegmentStore(db_url), SegmentStore(db_url)  # two servers, no watch
+    seen = list(lagging.allocate("edited").ids())
+    seen += [i for _ in range(4) for i in busy.allocate("edited", steps=3).ids()]
+    edit(db_url, "max_id = 0", "edited")
+    again = list(lagging.allocate("edited").ids())
+    assert min(again) > max(seen)
+    for s in (store, lagging, busy):
+        s.close()
+
+
+def test_a_row_that_appears_while_serving_starts_above_everything_seen(make_db):
+    a, b, c = make_db(), make_db(), make_db()
+    init(a, b, c)
+    stores = [SegmentStore(u) for u in (a, b, c)]
+    registration = "fedcba9876543210" * 2
+    for k in (0, 1):
+        stores[k].register("grow", step=10, delta=3, remainder=k, registration=registration)
+    other = SegmentStore(a)  # another server, busy on a
+    high = max(other.allocate("grow", steps=50).end for _ in range(3))
+    other.close()
+    with Allocator(stores, watch_interval=0.05, probe_interval=0.02) as allocator:
+        allocator.allocate("grow")  # reads every database: c has no row
+        eventually(lambda: _assert(stores[0].high_water("grow") >= high))
+        fresh = SegmentStore(c)  # the third database's row, added by hand meanwhile
+        fresh.register("grow", step=10, delta=3, remainder=2, registration=registration)
+        fresh.close()
+        segments = [allocator.allocate("grow") for _ in range(6)]
+    from_c = [s for s in segments if s.remainder == 2]
+    assert from_c and min(s.start for s in from_c) > high

@@ -6,6 +6,7 @@ does not stop the server: it serves the others and says so.
 """
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -55,6 +56,18 @@ def test_an_unknown_postgres_database_stops_the_server(postgres_server, tmp_path
     assert 'database "no_such_db" does not exist' in line and "postgres:***@" in line
 
 
+def test_a_file_that_is_not_a_database_stops_the_server(tmp_path):
+    (tmp_path / "notes.db").write_text("not a database")
+    line = refused("--db", f"sqlite:///{tmp_path}/notes.db", cwd=tmp_path)
+    assert "the file is not a SQLite database" in line
+
+
+def test_a_relative_data_directory_stops_the_server(tmp_path):
+    result = idgen("serve", "--listen", "127.0.0.1:0", cwd=tmp_path,
+                   env={**os.environ, "IDGEN_DATA_DIR": "data"})
+    assert result.returncode == 2 and "IDGEN_DATA_DIR must be an absolute path" in result.stderr
+
+
 def test_a_missing_sqlite_directory_stops_the_server(tmp_path):
     line = refused("--db", f"sqlite:///{tmp_path}/nowhere/idgen.db", cwd=tmp_path)
     assert f"its directory {tmp_path}/nowhere does not exist" in line
@@ -84,6 +97,16 @@ def test_a_database_without_the_table_stops_the_server(mariadb_url, tmp_path):
     (["--db-timeout", "nan"], "db timeout must be more than 0"),
     (["--db-timeout", "-1"], "db timeout must be more than 0"),
     (["--preload-at", "nan"], "preload_at must be in [0, 1)"),
+    (["--db", f"mysql://root@{MARIADB_HOST}:{MARIADB_PORT}/test?charset=nonsense"],
+     "the driver rejects its settings"),
+    (["--db", f"mysql://root@{MARIADB_HOST}:{MARIADB_PORT}/test?ssl_ca=/no/such/ca.pem"],
+     "the driver rejects its settings"),
+    (["--db", f"mysql://root:{PASSWORD}@{MARIADB_HOST}:99999/test"], "not in 1..65535"),
+    (["--db", f"mysql://root@{MARIADB_HOST}/a,mysql://u:{PASSWORD}@{MARIADB_HOST}/b"],
+     "holds more than one URL"),
+    (["--db", f"mysql://u:{PASSWORD}@t/pw:x?y@{MARIADB_HOST}/test"], "percent-encode it as %40"),
+    (["--db", f"mysql://u:{PASSWORD}@zz:1234@{MARIADB_HOST}/test"], "percent-encode it as %40"),
+    (["--listen", f"root:{PASSWORD}@127.0.0.1:50051"], "not HOST:PORT"),
 ])
 def test_a_bad_setting_is_one_line_without_the_password(tmp_path, args, message):
     line = refused(*args, cwd=tmp_path)
