@@ -2,7 +2,7 @@
 
 Also ``--markdown PATH`` (the table for RESULTS.md) and ``--only N`` (one scenario).
 
-Runs the five scenarios of the benchmark issue, shows progress on stderr, and
+Runs the five benchmark scenarios, shows progress on stderr, and
 prints one table at the end: each figure of idgen next to a baseline measured
 in the same run, and their ratio. ``--quick`` shortens every window (a CI smoke
 run: the figures are then rough). MariaDB defaults to ``IDGEN_BENCH_MARIADB`` or

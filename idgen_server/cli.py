@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -20,13 +19,12 @@ from idgen_client.errors import ConfigError, IdGenError, InvalidRequest, safe_re
 from idgen_client.remote import DEFAULT_TARGET, RemoteClient
 from idgen_client.segment import MAX_COUNT, validate_biz_type
 from idgen_server.config import DATA_DIR_ENV, DEFAULT_STEP, DEFAULT_WORKERS, ServerConfig
-from idgen_server.database import redact_url
+from idgen_server.database import redact_text
 from idgen_server.rows import MAX_STEP
 from idgen_server.store import SegmentStore
 
 __all__ = ["main"]
 
-_URLISH = re.compile(r"[^\s'\",]*(?:://|@)[^\s'\",]*")
 
 
 def _biz_type(value: str) -> str:
@@ -61,7 +59,7 @@ class _Parser(argparse.ArgumentParser):
     a database URL given where it does not belong may hold a password."""
 
     def error(self, message: str) -> NoReturn:
-        message = _URLISH.sub(lambda m: redact_url(m.group(0)), message)
+        message = redact_text(message)
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
 

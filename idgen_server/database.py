@@ -26,13 +26,13 @@ from sqlalchemy.exc import DBAPIError, SAWarning
 
 from idgen_client.errors import ConfigError
 
-__all__ = ["failure_text", "make_engine", "normalize_url", "permanent_failure", "redact_url",
-           "sqlite_path"]
+__all__ = ["failure_text", "make_engine", "normalize_url", "permanent_failure", "redact_text",
+           "redact_url", "sqlite_path"]
 
 _SPELLINGS = (("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql://"),
               ("postgres://", "postgresql+psycopg://"), ("postgresql://", "postgresql+psycopg://"))
 _SECRET_KEYS = ("pass", "pwd", "secret", "token")
-_URLISH = re.compile(r"[A-Za-z0-9+.-]*://\S*")
+_URLISH = re.compile(r"[^\s'\",]*(?:://|@)[^\s'\",]*")  # a URL, or user:password@host
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?=://)")
 
 # MySQL/MariaDB error codes that mean the settings are wrong, not the network:
@@ -111,6 +111,12 @@ def redact_url(url: str) -> str:
     scheme = _SCHEME.match(url)
     rest = url.rpartition("@")[2] if "@" in url else "..."
     return f"{scheme.group(0) if scheme else '?'}://***@{_URLISH.sub('***', rest)}"
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a message that may quote what a person typed) with every URL-like word
+    passed through ``redact_url``."""
+    return _URLISH.sub(lambda match: redact_url(match.group(0)), text)
 
 
 def _reason(exc: BaseException) -> str:

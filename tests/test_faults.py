@@ -1,7 +1,6 @@
 """What idgen does when parts of it die: real servers, real MariaDB databases, a real proxy.
 
-Each test injects one kind of fault and checks the behaviour the fault issue
-promises; ``tests/test_faults_harness.py`` runs them all together under load.
+Each test injects one kind of fault and checks the behaviour idgen promises for it; ``tests/test_faults_harness.py`` runs them all together under load.
 """
 from __future__ import annotations
 
