@@ -35,7 +35,7 @@ BIZ = "default"  # what `idgen serve` registers on its zero-setup SQLite file
 
 def start_server(directory: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "idgen_server.cli", "serve", "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "idgen_cli", "serve", "--listen", "127.0.0.1:0"],
         cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None

@@ -12,8 +12,6 @@ import itertools
 import uuid
 from collections.abc import Callable
 
-from idgen_client.buffer import DEFAULT_PRELOAD_AT
-
 from benchmarks.harness import (
     BIZ_BENCH,
     BIZ_SWITCH,
@@ -27,6 +25,7 @@ from benchmarks.harness import (
     threaded_rate,
     time_each_call,
 )
+from idgen_core.buffer import DEFAULT_PRELOAD_AT
 
 THREADS = 8
 WORST_CALL_LIMIT = 100e-6
@@ -116,8 +115,8 @@ def run(ctx: Context) -> None:
     # local generator sizes its segments to last about a second (AdaptiveSteps), which
     # would make 100 switches take minutes; so this figure uses the same DoubleBuffer
     # fed by the same NextSegment RPC, with a fixed segment of SWITCH_STEPS steps.
-    from idgen_client.buffer import DoubleBuffer
     from idgen_client.remote import RemoteClient
+    from idgen_core.buffer import DoubleBuffer
 
     with RemoteClient(address) as client, DoubleBuffer(
             lambda floor: client.next_segment(BIZ_SWITCH, floor, SWITCH_STEPS),

@@ -5,11 +5,11 @@
 
 The do-nothing servicer is the floor of Python gRPC on this machine: the same
 ``IdGenServer`` (same executor, same worker count, same options, same port
-handling) with ``NextId`` answering a prebuilt response of the size idgen's has:
-``count`` consecutive IDs from ``--id-base``, which the scenario sets to an ID
-idgen's server has just handed out (IDs from 1 would be shorter varints and make
-the floor's replies smaller than idgen's). Only the servicer's body differs, so
-the ratio of the two is what idgen's own code costs per call.
+handling) given a servicer whose ``NextId`` answers a prebuilt response of the
+size idgen's has: ``count`` consecutive IDs from ``--id-base``, which the
+scenario sets to an ID idgen's server has just handed out (IDs from 1 would be
+shorter varints and make the floor's replies smaller than idgen's). Only the
+servicer differs, so the ratio of the two is what idgen's own code costs per call.
 """
 from __future__ import annotations
 
@@ -17,23 +17,26 @@ import argparse
 import json
 import sys
 
-from idgen_client._proto import idgen_pb2
-from idgen_server import server as server_module
+from idgen_server.allocator import Allocator
+from idgen_server.buffers import BufferPool
 from idgen_server.config import ServerConfig
+from idgen_server.server import IdGenServer
 from idgen_server.service import IdGenService
+from idgen_wire import idgen_pb2, idgen_pb2_grpc
 
 
-class NullService(IdGenService):
+class NullService(idgen_pb2_grpc.IdGeneratorServicer):
     """``NextId`` returns a cached response of ``count`` IDs; no validation, no buffer."""
 
-    _replies: dict[int, idgen_pb2.NextIdResponse] = {}
-    id_base = 1
+    def __init__(self, id_base: int) -> None:
+        self._replies: dict[int, idgen_pb2.NextIdResponse] = {}
+        self._id_base = id_base
 
     def NextId(self, request: idgen_pb2.NextIdRequest, context: object
                ) -> idgen_pb2.NextIdResponse:
         reply = self._replies.get(request.count)
         if reply is None:
-            base = self.id_base
+            base = self._id_base
             reply = idgen_pb2.NextIdResponse(ids=range(base, base + request.count))
             self._replies[request.count] = reply
         return reply
@@ -46,16 +49,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--id-base", type=int, default=1)
     args = parser.parse_args()
-    NullService.id_base = args.id_base
-    if args.mode == "null":
-        server_module.IdGenService = NullService  # type: ignore[misc]
+
+    def null(buffers: BufferPool, allocator: Allocator) -> NullService:
+        return NullService(args.id_base)
+
     extra = {"workers": args.workers} if args.workers else {}
     config = ServerConfig(db_urls=(args.db,), listen="127.0.0.1:0", grace=1.0, **extra)
-    with server_module.IdGenServer(config) as server:
+    with IdGenServer(config, servicer=null if args.mode == "null" else IdGenService) as server:
         print(f"ready {server.address}", flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or dies)
-        stats = {biz: {"fetches": b.fetches, "waits": b.waits}
-                 for biz, b in server.service.buffers()}
+        stats = {biz: {"fetches": b.fetches, "waits": b.waits} for biz, b in server.buffers}
         print("stats " + json.dumps(stats), flush=True)
 
 

@@ -31,7 +31,7 @@ async def _load(target: str, biz: str, count: int, callers: int, warmup: float,
                 seconds: float, start_at: float) -> dict[str, object]:
     import grpc
 
-    from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
+    from idgen_wire import idgen_pb2, idgen_pb2_grpc
 
     async with grpc.aio.insecure_channel(target) as channel:
         await asyncio.wait_for(channel.channel_ready(), 10)

@@ -1,15 +1,22 @@
-"""idgen's client library and shared core.
+"""idgen's client library.
 
 - ``LocalGenerator``: IDs as an in-process call, fed by whole segments.
 - ``RemoteClient``: ``NextId``/``NextSegment`` over gRPC with failover.
 - ``Sequencer`` and ``Receiver``: per-group message seqs, and gap detection.
-- ``DoubleBuffer`` and ``Segment``: the core the server shares.
 - The errors, the same on both sides of the wire.
+
+``LocalGenerator`` and ``RemoteClient`` need gRPC and are imported when first
+used; everything else is plain Python, so a process that only receives
+messages (``Receiver``) runs without gRPC installed.
 """
 from __future__ import annotations
 
-from idgen_client.buffer import DoubleBuffer
-from idgen_client.errors import (
+import importlib
+from typing import TYPE_CHECKING
+
+from idgen_client.receiver import Gap, Receiver
+from idgen_client.sequencer import Sequencer, Stamp
+from idgen_core.errors import (
     BizTypeConflict,
     BizTypeMisconfigured,
     ConfigError,
@@ -17,14 +24,13 @@ from idgen_client.errors import (
     IdSpaceExhausted,
     InvalidRequest,
     ServiceUnavailable,
-    StorageUnavailable,
     UnknownBizType,
 )
-from idgen_client.local import LocalGenerator
-from idgen_client.receiver import Gap, Receiver
-from idgen_client.remote import RemoteClient
-from idgen_client.segment import INT64_MAX, MAX_COUNT, Segment, validate_biz_type
-from idgen_client.sequencer import Sequencer, Stamp
+from idgen_core.segment import INT64_MAX, MAX_COUNT, Segment, validate_biz_type
+
+if TYPE_CHECKING:
+    from idgen_client.local import LocalGenerator
+    from idgen_client.remote import RemoteClient
 
 __all__ = [
     "INT64_MAX",
@@ -32,7 +38,6 @@ __all__ = [
     "BizTypeConflict",
     "BizTypeMisconfigured",
     "ConfigError",
-    "DoubleBuffer",
     "Gap",
     "IdGenError",
     "IdSpaceExhausted",
@@ -44,7 +49,18 @@ __all__ = [
     "Sequencer",
     "ServiceUnavailable",
     "Stamp",
-    "StorageUnavailable",
     "UnknownBizType",
     "validate_biz_type",
 ]
+
+_NEED_GRPC = {"LocalGenerator": "idgen_client.local", "RemoteClient": "idgen_client.remote"}
+
+
+def __getattr__(name: str) -> object:
+    """Import the gRPC-backed classes on first use (PEP 562)."""
+    module = _NEED_GRPC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'idgen_client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

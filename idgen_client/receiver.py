@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from idgen_client.errors import InvalidRequest
 from idgen_client.sequencer import GroupId, Stamp
+from idgen_core.errors import InvalidRequest
 
 __all__ = ["Gap", "Receiver"]
 

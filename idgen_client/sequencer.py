@@ -66,8 +66,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple, Protocol, Union
 
-from idgen_client.errors import InvalidRequest, ServiceUnavailable
-from idgen_client.segment import Segment
+from idgen_core.errors import InvalidRequest, ServiceUnavailable
+from idgen_core.segment import Segment
 
 __all__ = [
     "DEFAULT_MAX_GROUPS",

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from idgen_client.errors import (
+from idgen_core.errors import (
     BizTypeMisconfigured,
     IdGenError,
     IdSpaceExhausted,
@@ -38,8 +38,7 @@ from idgen_client.errors import (
     StorageUnavailable,
     UnknownBizType,
 )
-from idgen_client.segment import INT64_MAX, Segment
-from idgen_client.sizing import MAX_STEPS
+from idgen_core.segment import Segment, validate_floor, validate_steps
 from idgen_server.health import Health
 from idgen_server.rows import BizRow, check_residue_set
 from idgen_server.rowset import RowSet
@@ -127,10 +126,8 @@ class Allocator:
         With ``above_all`` its IDs are also above every ID any database allocated
         before the call (``highest``): ``StorageUnavailable`` if one cannot be read.
         """
-        if not 0 <= floor <= INT64_MAX:
-            raise InvalidRequest(f"floor must be in 0..2^63-1, got {floor}")
-        if not 1 <= steps <= MAX_STEPS:
-            raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        validate_floor(floor)
+        validate_steps(steps)
         self._start_watch()
         try:
             return self._allocate(biz_type, floor, steps, above_all)

@@ -23,22 +23,22 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
-from idgen_client.buffer import DEFAULT_PRELOAD_AT
-from idgen_client.errors import ConfigError, InvalidRequest, safe_repr
-from idgen_client.remote import DEFAULT_TARGET, parse_targets
+from idgen_core.errors import ConfigError, safe_repr
 from idgen_server.database import normalize_url
+from idgen_server.defaults import (
+    DATA_DIR_ENV,
+    DEFAULT_ADDRESS,
+    DEFAULT_DB_TIMEOUT,
+    DEFAULT_GRACE,
+    DEFAULT_PRELOAD_AT,
+    DEFAULT_WORKERS,
+    EMBEDDED_FILE,
+    MAX_SECONDS,
+    MAX_WORKERS,
+)
+from idgen_wire.address import parse_address
 
-__all__ = ["DATA_DIR_ENV", "DEFAULT_LISTEN", "ServerConfig", "default_database"]
-
-DEFAULT_LISTEN = DEFAULT_TARGET
-DEFAULT_BIZ_TYPE = "default"
-DEFAULT_STEP = 10_000
-DEFAULT_WORKERS = 32
-DEFAULT_DB_TIMEOUT = 3.0
-MAX_SECONDS = 3600.0
-DATA_DIR_ENV = "IDGEN_DATA_DIR"
-"""Where the embedded database lives, instead of the platform's per-user data directory."""
-EMBEDDED_FILE = "idgen.db"
+__all__ = ["ServerConfig", "default_database"]
 
 
 def default_database(env: Mapping[str, str]) -> str:
@@ -74,12 +74,12 @@ class ServerConfig:
     """
 
     db_urls: tuple[str, ...]
-    listen: str = DEFAULT_LISTEN
+    listen: str = DEFAULT_ADDRESS
     workers: int = DEFAULT_WORKERS
     preload_at: float = DEFAULT_PRELOAD_AT
     db_timeout: float = DEFAULT_DB_TIMEOUT
     metrics_port: int | None = None
-    grace: float = 5.0
+    grace: float = DEFAULT_GRACE
     embedded: bool = False
 
     def __post_init__(self) -> None:
@@ -93,13 +93,12 @@ class ServerConfig:
         if not isinstance(self.listen, str):
             raise ConfigError(f"listen must be HOST:PORT text, not {type(self.listen).__name__}")
         try:
-            if len(parse_targets(self.listen, allow_port_0=True)) != 1:
-                raise ConfigError(f"listen on one HOST:PORT, not {safe_repr(self.listen)}")
-        except InvalidRequest as exc:
+            parse_address(self.listen)
+        except ConfigError as exc:
             raise ConfigError(f"listen: {exc}") from None
         _number("workers", self.workers, whole=True)
-        if not 1 <= self.workers <= 1024:
-            raise ConfigError(f"workers must be in 1..1024, got {self.workers}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be in 1..{MAX_WORKERS}, got {self.workers}")
         _number("preload_at", self.preload_at)
         if not 0 <= self.preload_at < 1:
             raise ConfigError(f"preload_at must be in [0, 1), got {self.preload_at}")
@@ -144,7 +143,7 @@ class ServerConfig:
         else:
             urls, embedded = (default_database(env),), True
         settings.pop("db", None)
-        from_file = settings.pop("listen", DEFAULT_LISTEN)
+        from_file = settings.pop("listen", DEFAULT_ADDRESS)
         settings["listen"] = listen or env.get("IDGEN_LISTEN", "").strip() or from_file
         given = {k: v for k, v in overrides.items() if v is not None}
         # The values' types are checked by the constructor: a file may hold anything.

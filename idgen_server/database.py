@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, SAWarning
 
-from idgen_client.errors import ConfigError
+from idgen_core.errors import ConfigError
 
 __all__ = ["failure_text", "make_engine", "normalize_url", "permanent_failure", "redact_text",
            "redact_url", "sqlite_path"]

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from idgen_client.errors import BizTypeConflict, InvalidRequest
-from idgen_client.segment import validate_biz_type
+from idgen_core.errors import BizTypeConflict, InvalidRequest
+from idgen_core.segment import validate_biz_type
 from idgen_server.rows import BizRow, new_registration, residue_class
 from idgen_server.store import SegmentStore
 

@@ -12,7 +12,7 @@ hands out the same IDs from two databases, silently. So before any segment is
 cut, and at every allocation (rows can change under a running server), the
 server checks:
 
-1. The row itself (``check_row``): ``max_id >= 0``, ``1 <= step <= MAX_STEP``,
+1. The row itself (``check_row``): ``max_id >= 0``, ``1 <= step <= MAX_ROW_STEP``,
    ``delta >= 1``, ``0 <= remainder < delta`` and ``step >= delta`` (a smaller
    step makes segments without IDs). A damaged row is named with its database
    and field.
@@ -35,12 +35,12 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from idgen_client.errors import BizTypeMisconfigured, InvalidRequest
+from idgen_core.errors import BizTypeMisconfigured, InvalidRequest
 
-__all__ = ["MAX_STEP", "BizRow", "check_residue_set", "check_row", "damaged_row", "new_registration",
+__all__ = ["MAX_ROW_STEP", "BizRow", "check_residue_set", "check_row", "damaged_row", "new_registration",
            "residue_class"]
 
-MAX_STEP = 10**12
+MAX_ROW_STEP = 10**12
 """The largest step a biz type may have: a larger one (a slip of the finger) would use up
 the int64 range in a few allocations."""
 
@@ -75,8 +75,8 @@ def new_registration() -> str:
 def _damage(row: BizRow) -> str | None:
     if row.max_id < 0:
         return f"max_id is {row.max_id} (must be at least 0)"
-    if not 1 <= row.step <= MAX_STEP:
-        return f"step is {row.step} (must be in 1..{MAX_STEP})"
+    if not 1 <= row.step <= MAX_ROW_STEP:
+        return f"step is {row.step} (must be in 1..{MAX_ROW_STEP})"
     if row.delta < 1:
         return f"delta is {row.delta} (must be at least 1)"
     if not 0 <= row.remainder < row.delta:

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from idgen_client.errors import BizTypeMisconfigured, StorageUnavailable
+from idgen_core.errors import BizTypeMisconfigured, StorageUnavailable
 from idgen_server.health import Health
 from idgen_server.rows import BizRow, check_residue_set, check_row
 from idgen_server.store import SegmentStore

@@ -15,7 +15,7 @@ metadata = MetaData()
 segment_table = Table(
     "idgen_segment",
     metadata,
-    # The ID space; validated by idgen_client.segment.validate_biz_type. Compared byte
+    # The ID space; validated by idgen_core.segment.validate_biz_type. Compared byte
     # for byte: MySQL's default collations would make 'Order' and 'order' one row.
     Column("biz_type", String(64).with_variant(
         mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"),

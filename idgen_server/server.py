@@ -3,7 +3,7 @@
 ``IdGenServer`` owns everything with a lifetime: the database pools, the
 per-biz-type buffers, the gRPC server and the optional Prometheus endpoint.
 It is a context manager; ``stop()`` drains in-flight calls for ``grace``
-seconds, then stops the background loaders and closes the pools.
+seconds, then stops the background fetches and closes the pools.
 """
 from __future__ import annotations
 
@@ -11,64 +11,42 @@ import errno
 import logging
 import os
 import socket
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from wsgiref.simple_server import WSGIServer
 
 import grpc
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
-from idgen_client.errors import ConfigError, StorageUnavailable
+from idgen_core.errors import ConfigError, StorageUnavailable
 from idgen_server.allocator import Allocator
-from idgen_server.config import (
-    DATA_DIR_ENV,
-    DEFAULT_BIZ_TYPE,
-    DEFAULT_STEP,
-    EMBEDDED_FILE,
-    ServerConfig,
-)
+from idgen_server.buffers import BufferPool
+from idgen_server.config import ServerConfig
 from idgen_server.database import sqlite_path
+from idgen_server.defaults import DATA_DIR_ENV, DEFAULT_BIZ_TYPE, DEFAULT_STEP, EMBEDDED_FILE
+from idgen_server.metrics import MetricsEndpoint
 from idgen_server.service import IdGenService, add_to_server
 from idgen_server.store import SegmentStore
+from idgen_wire.idgen_pb2_grpc import IdGeneratorServicer
 
-__all__ = ["IdGenServer"]
+__all__ = ["IdGenServer", "ServicerFactory"]
+
+ServicerFactory = Callable[[BufferPool, Allocator], IdGeneratorServicer]
+"""Makes the ``idgen.v1.IdGenerator`` servicer over the server's buffers and allocator."""
 
 log = logging.getLogger(__name__)
-
-
-class _Metrics(Collector):
-    """Read at scrape time from the counters the core keeps: nothing on the hot path."""
-
-    def __init__(self, service: IdGenService) -> None:
-        self._service = service
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        allocator = self._service.allocator
-        segments = CounterMetricFamily("idgen_segments_allocated", "Segments allocated", labels=["db"])
-        conflicts = CounterMetricFamily(
-            "idgen_allocation_conflicts", "Optimistic-lock races lost and retried", labels=["db"])
-        healthy = GaugeMetricFamily("idgen_db_healthy", "1 if the database is not benched", labels=["db"])
-        for store, ok in zip(allocator.stores, allocator.healthy(), strict=True):
-            segments.add_metric([store.name], store.segments)
-            conflicts.add_metric([store.name], store.conflicts)
-            healthy.add_metric([store.name], 1.0 if ok else 0.0)
-        waits = CounterMetricFamily(
-            "idgen_buffer_waits", "Calls that found both segments used up", labels=["biz_type"])
-        for biz_type, buffer in self._service.buffers():
-            waits.add_metric([biz_type], buffer.waits)
-        yield from (segments, conflicts, healthy, waits)
 
 
 class IdGenServer:
     """A running idgen server. Raises ``ConfigError`` for a configuration that cannot
     work: a bad setting, a port in use, or a database that will not answer without a
     person's help (wrong password, unknown database, missing file or table). A
-    database that is merely unreachable does not stop it (``unreachable``)."""
+    database that is merely unreachable does not stop it (``unreachable``).
 
-    def __init__(self, config: ServerConfig) -> None:
+    ``servicer`` makes the object that answers the RPCs (``IdGenService`` unless
+    told otherwise: the benchmark gives one that does no work, to measure gRPC's
+    own cost with everything else the same).
+    """
+
+    def __init__(self, config: ServerConfig, *, servicer: ServicerFactory = IdGenService) -> None:
         self.config = config
         stores: list[SegmentStore] = []
         try:
@@ -81,7 +59,8 @@ class IdGenServer:
                 store.close()
             raise
         self.allocator = Allocator(stores)
-        self.service = IdGenService(self.allocator, preload_at=config.preload_at)
+        self.buffers = BufferPool(self.allocator, preload_at=config.preload_at)
+        self.service = servicer(self.buffers, self.allocator)
         self._executor = ThreadPoolExecutor(max_workers=config.workers,
                                             thread_name_prefix="idgen-rpc")
         self._grpc = grpc.server(
@@ -89,7 +68,7 @@ class IdGenServer:
             options=[("grpc.so_reuseport", 0)],
         )
         add_to_server(self.service, self._grpc)  # parses requests itself: bad bytes are INVALID_ARGUMENT
-        self._metrics: tuple[WSGIServer, threading.Thread] | None = None
+        self._metrics: MetricsEndpoint | None = None
         try:
             # gRPC's core would also print its own multi-line complaint about a port in use.
             self.port = 0 if _taken(config.listen) else self._grpc.add_insecure_port(config.listen)
@@ -140,15 +119,13 @@ class IdGenServer:
     def start(self) -> IdGenServer:
         """Start serving; returns at once. ``ConfigError`` if the metrics port is taken."""
         if self.config.metrics_port is not None:
-            registry = CollectorRegistry()
-            registry.register(_Metrics(self.service))
             host = self.config.listen.rpartition(":")[0].strip("[]")
             try:
-                self._metrics = start_http_server(self.config.metrics_port, host, registry)
-            except OSError as exc:
+                self._metrics = MetricsEndpoint(
+                    host, self.config.metrics_port, self.allocator, self.buffers)
+            except ConfigError:
                 self._release()
-                raise ConfigError(f"cannot serve metrics on {host}:{self.config.metrics_port}: "
-                                  f"{exc.strerror or exc}") from None
+                raise
         self._grpc.start()
         log.info("idgen serving on %s from %s", self.address,
                  ", ".join(s.name for s in self.allocator.stores))
@@ -161,11 +138,9 @@ class IdGenServer:
     def _release(self, grace: float = 0.0) -> None:
         self._grpc.stop(grace).wait()
         self._executor.shutdown(wait=True)
-        self.service.close()
+        self.buffers.close()
         if self._metrics is not None:
-            server, thread = self._metrics
-            server.shutdown()
-            thread.join(5)
+            self._metrics.close()
         self.allocator.close()
 
     def __enter__(self) -> IdGenServer:

@@ -1,29 +1,26 @@
-"""The gRPC servicer: a thin translation between messages and the core.
+"""The gRPC servicer: a thin translation between messages and the server's objects.
 
-It validates requests, hands ``NextId`` out of one double buffer per biz type
-(created on first use, so a biz type added while the server runs is served
-without a restart), allocates ``NextSegment`` straight from the databases, and
-maps errors to status codes in one place (``_rpc``).
+``NextId`` is served from the ``BufferPool``, ``NextSegment`` straight from the
+``Allocator``. Errors become status codes in one place (``_rpc``, with the table
+in ``idgen_wire.status``), and requests are parsed here rather than by gRPC
+(``add_to_server``), so that even bytes that are no message get INVALID_ARGUMENT.
 """
 from __future__ import annotations
 
 import functools
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
-from idgen_client._status import code_for
-from idgen_client.buffer import DoubleBuffer
-from idgen_client.errors import IdGenError, InvalidRequest
-from idgen_client.segment import validate_biz_type, validate_count
-from idgen_client.sizing import AdaptiveSteps
-from idgen_server.allocator import Allocator, unknown_biz_type
+from idgen_core.errors import IdGenError
+from idgen_core.segment import validate_biz_type, validate_count
+from idgen_server.allocator import Allocator
+from idgen_server.buffers import BufferPool
+from idgen_wire import idgen_pb2, idgen_pb2_grpc
+from idgen_wire.status import code_for
 
 __all__ = ["IdGenService", "add_to_server"]
 
@@ -31,8 +28,6 @@ log = logging.getLogger(__name__)
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
-_UNKNOWN_TTL = 1.0  # seconds an unknown biz type is remembered as unknown
-_UNKNOWN_MAX = 10_000
 
 
 def _rpc(method: Callable[..., _Resp]) -> Callable[..., _Resp]:
@@ -55,61 +50,17 @@ def _rpc(method: Callable[..., _Resp]) -> Callable[..., _Resp]:
 
 
 class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
-    """The ``idgen.v1.IdGenerator`` service over an ``Allocator``. Close it to stop preloads."""
+    """The ``idgen.v1.IdGenerator`` service over a ``BufferPool`` and an ``Allocator``."""
 
-    def __init__(self, allocator: Allocator, *, preload_at: float) -> None:
+    def __init__(self, buffers: BufferPool, allocator: Allocator) -> None:
+        self.buffers = buffers
         self.allocator = allocator
-        self._preload_at = preload_at
-        self._buffers: dict[str, DoubleBuffer] = {}
-        self._unknown: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def buffers(self) -> Iterator[tuple[str, DoubleBuffer]]:
-        """The biz types served so far, with their buffers."""
-        return iter(list(self._buffers.items()))
-
-    def _buffer(self, biz_type: str) -> DoubleBuffer:
-        buffer = self._buffers.get(biz_type)
-        if buffer is not None:
-            return buffer
-        validate_biz_type(biz_type)
-        now = time.monotonic()
-        with self._lock:
-            buffer = self._buffers.get(biz_type)
-            if buffer is not None:
-                return buffer
-            if self._unknown.get(biz_type, 0.0) > now:
-                raise unknown_biz_type(biz_type)
-        # A database round trip, outside the lock: unknown names must not create buffers.
-        if not self.allocator.exists(biz_type):
-            with self._lock:
-                if len(self._unknown) >= _UNKNOWN_MAX:
-                    self._unknown.clear()
-                self._unknown[biz_type] = now + _UNKNOWN_TTL
-            raise unknown_biz_type(biz_type)
-        with self._lock:
-            if self._closed:
-                raise InvalidRequest("the server is shutting down")
-            buffer = self._buffers.get(biz_type)
-            if buffer is None:
-                allocate = self.allocator.allocate
-                buffer = DoubleBuffer(
-                    AdaptiveSteps(lambda floor, steps: allocate(biz_type, floor, steps)),
-                    name=biz_type, preload_at=self._preload_at,
-                )
-                self._buffers[biz_type] = buffer
-            self._unknown.pop(biz_type, None)
-            return buffer
 
     @_rpc
     def NextId(self, request: idgen_pb2.NextIdRequest, context: grpc.ServicerContext
                ) -> idgen_pb2.NextIdResponse:
         count = validate_count(request.count)
-        buffer = self._buffer(request.biz_type)
-        if count == 1:
-            return idgen_pb2.NextIdResponse(ids=(buffer.next_id(),))
-        return idgen_pb2.NextIdResponse(ids=buffer.next_ids(count))
+        return idgen_pb2.NextIdResponse(ids=self.buffers.next_ids(request.biz_type, count))
 
     @_rpc
     def NextSegment(self, request: idgen_pb2.NextSegmentRequest, context: grpc.ServicerContext
@@ -122,16 +73,8 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
             delta=segment.delta, remainder=segment.remainder,
         )
 
-    def close(self) -> None:
-        """Stop every buffer's background loader."""
-        with self._lock:
-            self._closed = True
-            buffers = list(self._buffers.values())
-        for buffer in buffers:
-            buffer.close()
 
-
-def add_to_server(service: IdGenService, server: grpc.Server) -> None:
+def add_to_server(service: idgen_pb2_grpc.IdGeneratorServicer, server: grpc.Server) -> None:
     """Register ``service`` on ``server``, parsing each request here rather than in gRPC.
 
     gRPC's own parsing answers a request that is not a valid message (a string

@@ -44,7 +44,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateColumn
 from sqlalchemy.sql import func
 
-from idgen_client.errors import (
+from idgen_core.errors import (
     BizTypeConflict,
     BizTypeMisconfigured,
     ConfigError,
@@ -53,8 +53,7 @@ from idgen_client.errors import (
     StorageUnavailable,
     UnknownBizType,
 )
-from idgen_client.segment import INT64_MAX, Segment, validate_biz_type
-from idgen_client.sizing import MAX_STEPS
+from idgen_core.segment import INT64_MAX, MAX_STEP_MULTIPLIER, Segment, validate_biz_type
 from idgen_server.database import (
     failure_text,
     make_engine,
@@ -63,7 +62,7 @@ from idgen_server.database import (
     redact_url,
     sqlite_path,
 )
-from idgen_server.rows import MAX_STEP, BizRow, check_row, damaged_row, new_registration
+from idgen_server.rows import MAX_ROW_STEP, BizRow, check_row, damaged_row, new_registration
 from idgen_server.schema import metadata, segment_table
 
 __all__ = ["BizRow", "SegmentStore"]
@@ -112,7 +111,7 @@ class SegmentStore:
         self._lock = threading.Lock()
         # biz type -> the highest max_id seen (the high water), and the version it had
         self._seen: dict[str, tuple[int, int]] = {}
-        self.segments = 0
+        self.allocations = 0
         """Segments this store allocated."""
         self.conflicts = 0
         """Allocation attempts that lost the optimistic-lock race and retried."""
@@ -228,13 +227,13 @@ class SegmentStore:
         if that is higher. When the row went back although its version moved on since
         this store saw the high water (a hand edit, which leaves the version alone),
         the allocations it did not see moved ``max_id`` on by at most ``step *
-        MAX_STEPS`` each: the mark is that much higher, wasting IDs, never reissuing any."""
+        MAX_STEP_MULTIPLIER`` each: the mark is that much higher, wasting IDs, never reissuing any."""
         with self._lock:
             seen, version = self._seen.get(row.biz_type, (0, 0))
         if row.max_id >= seen:
             return row.max_id
         unseen = row.version - version
-        return min(INT64_MAX, seen + max(0, unseen) * row.step * MAX_STEPS)
+        return min(INT64_MAX, seen + max(0, unseen) * row.step * MAX_STEP_MULTIPLIER)
 
     def _observe(self, row: BizRow) -> BizRow:
         """Raise the high water to ``row``'s ``max_id``; returns ``row``."""
@@ -277,8 +276,8 @@ class SegmentStore:
         accepts any when comparing. ``BizTypeConflict`` when registered otherwise.
         """
         validate_biz_type(biz_type)
-        if not 1 <= step <= MAX_STEP:
-            raise InvalidRequest(f"step must be in 1..{MAX_STEP}, got {step}")
+        if not 1 <= step <= MAX_ROW_STEP:
+            raise InvalidRequest(f"step must be in 1..{MAX_ROW_STEP}, got {step}")
         if step < delta:
             raise InvalidRequest(f"step {step} is smaller than delta {delta}: segments would be empty")
         if not 0 <= remainder < delta:
@@ -344,7 +343,7 @@ class SegmentStore:
                               "again", self.name, row.max_id, biz_type, base)
                 self._observe(replace(row, max_id=new_max, version=row.version + 1))
                 with self._lock:
-                    self.segments += 1
+                    self.allocations += 1
                 return segment
             with self._lock:
                 self.conflicts += 1

@@ -11,9 +11,9 @@ from idgen_client import (
     ConfigError,
     IdSpaceExhausted,
     InvalidRequest,
-    StorageUnavailable,
     UnknownBizType,
 )
+from idgen_core.errors import StorageUnavailable
 from idgen_server.allocator import Allocator
 from idgen_server.registry import register
 from idgen_server.store import SegmentStore

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from idgen_client import (
-    DoubleBuffer,
     IdSpaceExhausted,
     Segment,
     ServiceUnavailable,
-    StorageUnavailable,
     UnknownBizType,
 )
+from idgen_core.buffer import DoubleBuffer
+from idgen_core.retry import Backoff
+from idgen_core.errors import StorageUnavailable
 
 
 class Source:
@@ -67,7 +67,7 @@ def test_steady_state_never_fetches_on_the_callers_thread():
         assert buffer.waits == 1
     caller = threading.current_thread().name
     assert len(source.threads) >= 6 and caller not in source.threads
-    assert set(source.threads) == {"idgen-preload-t"}
+    assert set(source.threads) == {"idgen-fetch-t"}
 
 
 def test_each_fetch_asks_for_ids_above_the_segment_in_use():
@@ -114,7 +114,7 @@ def test_sixteen_threads_never_share_an_id_and_each_sees_increasing_ids():
 
 def test_transient_failure_surfaces_only_when_the_buffer_is_empty_and_heals():
     source = Source(step=100)
-    with DoubleBuffer(source, retry_backoff=(0.01, 0.02)) as buffer:
+    with DoubleBuffer(source, retry=Backoff(0.01, 0.02)) as buffer:
         first = buffer.next_id()
         source.fail = StorageUnavailable("db down")
         served = [buffer.next_id() for _ in range(99)]  # the rest of the first segment
@@ -148,7 +148,7 @@ def test_a_source_that_breaks_the_floor_contract_is_not_trusted():
     def backwards(floor: int) -> Segment:
         return Segment(1, 10)
 
-    with DoubleBuffer(backwards, floor=100, retry_backoff=(0.01, 0.01)) as buffer:
+    with DoubleBuffer(backwards, floor=100, retry=Backoff(0.01, 0.01)) as buffer:
         with pytest.raises(ServiceUnavailable, match="not above 100"):
             buffer.next_id()
 

@@ -55,7 +55,7 @@ def test_local_generator_steady_state_stays_off_the_network(order_db, start_serv
             assert generator.fetches > warmed_up_fetches  # segments kept coming...
             assert generator.waits == warmed_up_waits  # ...and nobody waited for one
     assert ids == sorted(set(ids))
-    assert fetching_threads and set(fetching_threads) == {"idgen-preload-order"}
+    assert fetching_threads and set(fetching_threads) == {"idgen-fetch-order"}
 
 
 def test_local_generators_in_many_threads_share_nothing(order_db, start_server):

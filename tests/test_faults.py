@@ -18,9 +18,9 @@ from idgen_client import (
     RemoteClient,
     ServiceUnavailable,
 )
-from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
 from idgen_server.registry import register
 from idgen_server.store import SegmentStore
+from idgen_wire import idgen_pb2, idgen_pb2_grpc
 from tests.support.databases import MARIADB_HOST, MARIADB_PORT
 from tests.support.proxy import TcpProxy
 

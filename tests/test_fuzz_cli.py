@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from idgen_client.errors import InvalidRequest
-from idgen_client.segment import validate_biz_type
-from idgen_server.cli import main
+from idgen_cli.main import main
+from idgen_core.errors import InvalidRequest
+from idgen_core.segment import validate_biz_type
 from idgen_server.store import SegmentStore
 
 
@@ -80,7 +80,7 @@ def test_bad_arguments_get_one_clear_line_and_status_2(capsys, tmp_path, monkeyp
     (["--db", "sqlite:///a.db", "--db", "sqlite:///a.db"], "given twice"),
 ])
 def test_serve_refuses_bad_settings_before_serving(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "idgen_server.cli", "serve", *args],
+    result = subprocess.run([sys.executable, "-m", "idgen_cli", "serve", *args],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -151,12 +151,13 @@ def test_any_settings_give_one_line_and_never_the_password(capsys, caplog, tmp_p
                                                             monkeypatch, flags, env, file):
     """From flags, environment and config file with arbitrary values, ``idgen serve``
     either serves or says in one line what is wrong: never a traceback, never a password."""
-    import idgen_server.cli as cli
+    import idgen_cli.main as cli
+    import idgen_cli.server_commands as commands
 
     workdir = tmp_path_factory.mktemp("settings")
     monkeypatch.chdir(workdir)
-    monkeypatch.setattr(cli, "_wait", lambda stop: None)  # a server that starts stops at once
-    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)
+    monkeypatch.setattr(commands, "_wait", lambda stop: None)  # a server that starts stops at once
+    monkeypatch.setattr(commands.signal, "signal", lambda *args: None)
     for key in ("IDGEN_DB", "IDGEN_LISTEN", "IDGEN_CONFIG"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("IDGEN_DATA_DIR", str(workdir / "data"))

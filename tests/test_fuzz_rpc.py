@@ -16,11 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
-from idgen_client.segment import MAX_BIZ_TYPE_LENGTH, validate_biz_type
-from idgen_client.errors import InvalidRequest
-from idgen_client.segment import MAX_COUNT
+from idgen_core.errors import InvalidRequest
+from idgen_core.segment import MAX_BIZ_TYPE_LENGTH, MAX_COUNT, validate_biz_type
 from idgen_server.store import SegmentStore
+from idgen_wire import idgen_pb2, idgen_pb2_grpc
 from tests.support.servers import ServerProcess
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]

@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
+from idgen_wire import idgen_pb2, idgen_pb2_grpc
 from tests.fault.load import rss_kib
 from tests.support.cli import idgen
 

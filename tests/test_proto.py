@@ -7,7 +7,7 @@ import sys
 
 from google.protobuf import descriptor_pb2
 
-from idgen_client._proto import idgen_pb2
+from idgen_wire import idgen_pb2
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def test_generated_code_matches_the_proto(tmp_path):
     out = tmp_path / "idgen.desc"
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-Iidgen_client/_proto=proto/idgen/v1",
+        [sys.executable, "-m", "grpc_tools.protoc", "-Iidgen_wire=proto/idgen/v1",
          f"--descriptor_set_out={out}", "proto/idgen/v1/idgen.proto"],
         cwd=ROOT, check=True)
     fresh = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
@@ -27,7 +27,7 @@ def test_generated_code_matches_the_proto(tmp_path):
 
 
 def test_generated_stub_serves_every_rpc_of_the_proto():
-    from idgen_client._proto import idgen_pb2_grpc
+    from idgen_wire import idgen_pb2_grpc
 
     service = idgen_pb2.DESCRIPTOR.services_by_name["IdGenerator"]
     servicer = idgen_pb2_grpc.IdGeneratorServicer

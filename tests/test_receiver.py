@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from idgen_client import Gap, InvalidRequest, Receiver, Stamp
+from idgen_core.buffer import DoubleBuffer
 
 
 def chain(seqs: list[int], start: int = 0) -> list[Stamp]:
@@ -116,7 +117,7 @@ def test_a_stamp_whose_prev_seq_is_not_below_its_seq_is_refused(stamp):
 
 
 def test_a_sequencer_restarted_without_a_loader_costs_the_receiver_one_empty_fetch():
-    from idgen_client import DoubleBuffer, Segment, Sequencer
+    from idgen_client import Segment, Sequencer
 
     top = [0]
 

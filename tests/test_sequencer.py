@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idgen_client import DoubleBuffer, InvalidRequest, Segment, Sequencer, Stamp
+from idgen_client import InvalidRequest, Segment, Sequencer, Stamp
+from idgen_core.buffer import DoubleBuffer
 
 
 class Source:

@@ -9,12 +9,12 @@ from idgen_client import (
     InvalidRequest,
     LocalGenerator,
     RemoteClient,
-    StorageUnavailable,
     UnknownBizType,
 )
-from idgen_client._proto import idgen_pb2, idgen_pb2_grpc
-from idgen_client.segment import MAX_COUNT
+from idgen_core.errors import StorageUnavailable
+from idgen_core.segment import MAX_COUNT
 from idgen_server.store import SegmentStore
+from idgen_wire import idgen_pb2, idgen_pb2_grpc
 from tests.support.databases import MARIADB_HOST, MARIADB_PORT
 from tests.support.proxy import TcpProxy
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from idgen_client import Segment
-from idgen_client.sizing import MAX_STEPS, AdaptiveSteps
+from idgen_core.segment import MAX_STEP_MULTIPLIER
+from idgen_core.sizing import AdaptiveSteps
 
 
 class Clock:
@@ -30,7 +31,7 @@ def test_fast_use_doubles_the_steps_up_to_the_cap():
         clock.now += 0.001  # each segment lasted 1 ms
     # The first interval is a preload threshold, not a segment's life: not measured.
     assert asked[:6] == [1, 1, 1, 2, 4, 8]
-    assert asked[-2:] == [MAX_STEPS, MAX_STEPS] and max(asked) == MAX_STEPS
+    assert asked[-2:] == [MAX_STEP_MULTIPLIER, MAX_STEP_MULTIPLIER] and max(asked) == MAX_STEP_MULTIPLIER
 
 
 def test_short_segments_double_however_short_they_were():

@@ -1,4 +1,4 @@
-"""Regenerate idgen_client/_proto from proto/idgen/v1/idgen.proto.
+"""Regenerate the generated modules of idgen_wire from proto/idgen/v1/idgen.proto.
 
 Run after editing the .proto: ``python tools/gen_proto.py``. The generated code
 is committed; tests/test_proto.py fails when it drifts from the .proto.
@@ -11,8 +11,8 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO = "proto/idgen/v1/idgen.proto"
 # Map the .proto's directory onto the package, so that the generated modules
-# import each other as `idgen_client._proto.idgen_pb2`.
-INCLUDE = "-Iidgen_client/_proto=proto/idgen/v1"
+# import each other as `idgen_wire.idgen_pb2`.
+INCLUDE = "-Iidgen_wire=proto/idgen/v1"
 
 
 def protoc_args(*outputs: str) -> list[str]:

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from idgen_client.segment import INT64_MAX
+from idgen_core.segment import INT64_MAX
 from tests.fault.worker import HEADER
 
 __all__ = ["CallerLog", "Fault", "Findings", "check", "load_callers"]

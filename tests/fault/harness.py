@@ -181,7 +181,7 @@ class _Cluster:
 
     @staticmethod
     def _cli(*args: str) -> None:
-        subprocess.run([sys.executable, "-m", "idgen_server.cli", *args], cwd=ROOT, check=True,
+        subprocess.run([sys.executable, "-m", "idgen_cli", *args], cwd=ROOT, check=True,
                        capture_output=True, text=True, timeout=60)
 
     def versions(self) -> list[int]:
@@ -262,7 +262,6 @@ class _Injector:
 
     def inject(self, kind: str, p: dict) -> None:
         before = self.cluster.versions()
-        n = len(self.faults)
         getattr(self, "_" + kind.replace("-", "_"))(**p)
         after = self.cluster.versions()
         self.say(f"           segments allocated meanwhile per database: "

@@ -8,5 +8,5 @@ import sys
 def idgen(*args: str, cwd: str | None = None, env: dict[str, str] | None = None,
           timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``idgen ARGS...``; returns its exit status and output."""
-    return subprocess.run([sys.executable, "-m", "idgen_server.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "idgen_cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -28,7 +28,7 @@ class ServerProcess:
         self.output: list[str] = []
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        args = [sys.executable, "-m", "idgen_server.cli", "serve", "--listen", self.listen]
+        args = [sys.executable, "-m", "idgen_cli", "serve", "--listen", self.listen]
         for url in self.db_urls:
             args += ["--db", url]
         self.proc = subprocess.Popen(args + self.extra_args, cwd=self.cwd, env=self.env,

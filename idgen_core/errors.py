@@ -1,6 +1,6 @@
 """The errors idgen raises, on the server and in the client alike.
 
-Each error is mapped to one gRPC status code (``idgen_client._status``); the
+Each error is mapped to one gRPC status code (``idgen_wire.status``); the
 client turns a status back into the same exception, so code that catches
 ``UnknownBizType`` works whether the ID came from a local generator or a remote
 call. Messages say what happened and what to do about it; they never carry SQL
@@ -59,7 +59,7 @@ class IdSpaceExhausted(IdGenError):
     """The biz type has used up the int64 range: no ID above 2^63-1 is ever made."""
 
 
-class ConfigError(IdGenError):
+class ConfigError(IdGenError, ValueError):
     """A setting is wrong (a flag, a config file value, a database URL, a password):
     a person has to change it. Raised before anything is served; never sent over
     the wire."""

@@ -1,5 +1,10 @@
 """The ``idgen`` command: serve, init-db, add-biz, next.
 
+The one place that assembles client and server. Only ``next`` is a client; the
+other commands load the server (``idgen_cli.server_commands``) when they run,
+so that a client-only install (``pip install idgen``) has a working ``idgen next``
+and a clear message for the rest.
+
 Exit status: 0 on success, 1 when the operation failed (a database or server
 unreachable, a conflict), 2 for bad usage. Errors go to stderr as one line a
 person can act on.
@@ -7,21 +12,26 @@ person can act on.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
-import signal
+import re
 import sys
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from idgen_client.errors import ConfigError, IdGenError, InvalidRequest, safe_repr
-from idgen_client.remote import DEFAULT_TARGET, RemoteClient
-from idgen_client.segment import MAX_COUNT, validate_biz_type
-from idgen_server.config import DATA_DIR_ENV, DEFAULT_STEP, DEFAULT_WORKERS, ServerConfig
-from idgen_server.database import redact_text
-from idgen_server.rows import MAX_STEP
-from idgen_server.store import SegmentStore
+from idgen_core.buffer import DEFAULT_PRELOAD_AT
+from idgen_core.errors import ConfigError, IdGenError, InvalidRequest, safe_repr
+from idgen_core.segment import MAX_COUNT, validate_biz_type
+from idgen_server.defaults import (
+    DATA_DIR_ENV,
+    DEFAULT_ADDRESS,
+    DEFAULT_DB_TIMEOUT,
+    DEFAULT_STEP,
+    DEFAULT_WORKERS,
+    MAX_WORKERS,
+)
+from idgen_server.rows import MAX_ROW_STEP
 
 __all__ = ["main"]
 
@@ -59,8 +69,17 @@ class _Parser(argparse.ArgumentParser):
     a database URL given where it does not belong may hold a password."""
 
     def error(self, message: str) -> NoReturn:
-        message = redact_text(message)
+        message = _redact(message)
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _redact(text: str) -> str:
+    """``text`` with the secrets of any URL in it masked."""
+    try:
+        from idgen_server.database import redact_text
+    except ImportError:  # a client-only install: mask every URL-like word whole
+        return re.sub(r"\S*(?:://|@)\S*", lambda match: safe_repr(match.group(0)), text)
+    return redact_text(text)
 
 
 def _one_line(text: str) -> str:
@@ -87,16 +106,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="TOML file with any of: db, listen, workers, metrics_port, "
                        "db_timeout, preload_at (env IDGEN_CONFIG); flags and env win")
     serve.add_argument("--listen", metavar="HOST:PORT",
-                       help=f"address to serve on (env IDGEN_LISTEN; default {DEFAULT_TARGET})")
-    serve.add_argument("--workers", type=_bounded_int(1, 1024),
+                       help=f"address to serve on (env IDGEN_LISTEN; default {DEFAULT_ADDRESS})")
+    serve.add_argument("--workers", type=_bounded_int(1, MAX_WORKERS),
                        help=f"RPC threads (default {DEFAULT_WORKERS})")
     serve.add_argument("--metrics-port", type=_bounded_int(0, 65535), metavar="PORT",
                        help="serve Prometheus metrics on this port")
     serve.add_argument("--db-timeout", type=_number, metavar="SECONDS",
-                       help="connect/read timeout per database call (default 3)")
+                       help=f"connect/read timeout per database call (default {DEFAULT_DB_TIMEOUT:g})")
     serve.add_argument("--preload-at", type=_number, metavar="FRACTION",
                        help="fetch the next segment once this share of the current one is used "
-                       "(default 0.2)")
+                       f"(default {DEFAULT_PRELOAD_AT:g})")
 
     init = sub.add_parser("init-db", help="create the schema (harmless to repeat)")
     init.add_argument("--db", action="append", metavar="URL", required=True)
@@ -106,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
                          "given) gets delta=n, remainder=k, so the databases never hand out the "
                          "same ID. Repeating the same command is harmless.")
     add.add_argument("name", type=_biz_type)
-    add.add_argument("--step", type=_bounded_int(1, MAX_STEP), default=DEFAULT_STEP,
+    add.add_argument("--step", type=_bounded_int(1, MAX_ROW_STEP), default=DEFAULT_STEP,
                      help=f"numbers claimed per allocation (default {DEFAULT_STEP})")
     add.add_argument("--db", action="append", metavar="URL", required=True)
 
@@ -114,73 +133,30 @@ def _parser() -> argparse.ArgumentParser:
     nxt.add_argument("name", type=_biz_type)
     nxt.add_argument("--count", type=_bounded_int(1, MAX_COUNT), default=1)
     nxt.add_argument("--target", metavar="HOST:PORT[,HOST:PORT...]",
-                     default=os.environ.get("IDGEN_TARGET", DEFAULT_TARGET),
-                     help=f"server(s) to ask (env IDGEN_TARGET; default {DEFAULT_TARGET})")
+                     default=os.environ.get("IDGEN_TARGET", DEFAULT_ADDRESS),
+                     help=f"server(s) to ask (env IDGEN_TARGET; default {DEFAULT_ADDRESS})")
     return parser
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from idgen_server.server import IdGenServer
-
-    config = ServerConfig.from_sources(
-        db=args.db, listen=args.listen, env=os.environ, config_file=args.config,
-        workers=args.workers,
-        metrics_port=args.metrics_port, preload_at=args.preload_at, db_timeout=args.db_timeout)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    with IdGenServer(config) as server:
-        for k, store in enumerate(server.allocator.stores):
-            note = " (unreachable for now: serving from the others)" \
-                if store.name in server.unreachable else ""
-            embedded = " (embedded)" if config.embedded else ""
-            print(f"idgen: database {k}: {store.name}{embedded}{note}", flush=True)
-        print(f"idgen: serving on {server.address} "
-              f"({len(config.db_urls)} database(s)); Ctrl-C to stop", flush=True)
-        _wait(stop)
-        print("idgen: stopping", flush=True)
-    return 0
-
-
-def _wait(stop: threading.Event) -> None:
-    """Block until a signal sets ``stop``."""
-    while not stop.wait(3600):
-        pass
-
-
-def _init_db(args: argparse.Namespace) -> int:
-    for url in args.db:
-        store = SegmentStore(url)
-        try:
-            store.create_schema()
-        finally:
-            store.close()
-        print(f"schema ready in {store.name}")
-    return 0
-
-
-def _add_biz(args: argparse.Namespace) -> int:
-    from idgen_server.registry import register
-
-    stores: list[SegmentStore] = []
-    try:
-        for url in args.db:
-            stores.append(SegmentStore(url))
-        for result in register(stores, args.name, step=args.step):
-            state = "registered" if result.created else "already registered"
-            print(f"{args.name}: {state} in {result.database} "
-                  f"(step {result.step}, delta {result.delta}, remainder {result.remainder})")
-    finally:
-        for store in stores:
-            store.close()
-    return 0
-
-
 def _next(args: argparse.Namespace) -> int:
+    from idgen_client.remote import RemoteClient
+
     with RemoteClient(args.target) as client:
         ids = client.next_ids(args.name, args.count)
     sys.stdout.write("".join(f"{i}\n" for i in ids))
     return 0
+
+
+def _handler(command: str) -> Callable[[argparse.Namespace], int]:
+    if command == "next":
+        return _next
+    try:
+        module = importlib.import_module("idgen_cli.server_commands")
+    except ImportError as exc:
+        raise ConfigError(
+            f"`idgen {command}` needs the server's packages ({exc.name} is missing): "
+            "pip install 'idgen[server]'") from None
+    return getattr(module, command.replace("-", "_"))  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,9 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers = {"serve": _serve, "init-db": _init_db, "add-biz": _add_biz, "next": _next}
     try:
-        return handlers[args.command](args)
+        return _handler(args.command)(args)
     except (ConfigError, InvalidRequest) as exc:
         print(f"idgen: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from idgen_client._proto import idgen_pb2 as idgen__client_dot___proto_dot_idgen__pb2
+from idgen_wire import idgen_pb2 as idgen__wire_dot_idgen__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in idgen_client/_proto/idgen_pb2_grpc.py depends on'
+        + ' but the generated code in idgen_wire/idgen_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,13 +38,13 @@ class IdGeneratorStub:
         """
         self.NextId = channel.unary_unary(
                 '/idgen.v1.IdGenerator/NextId',
-                request_serializer=idgen__client_dot___proto_dot_idgen__pb2.NextIdRequest.SerializeToString,
-                response_deserializer=idgen__client_dot___proto_dot_idgen__pb2.NextIdResponse.FromString,
+                request_serializer=idgen__wire_dot_idgen__pb2.NextIdRequest.SerializeToString,
+                response_deserializer=idgen__wire_dot_idgen__pb2.NextIdResponse.FromString,
                 _registered_method=True)
         self.NextSegment = channel.unary_unary(
                 '/idgen.v1.IdGenerator/NextSegment',
-                request_serializer=idgen__client_dot___proto_dot_idgen__pb2.NextSegmentRequest.SerializeToString,
-                response_deserializer=idgen__client_dot___proto_dot_idgen__pb2.NextSegmentResponse.FromString,
+                request_serializer=idgen__wire_dot_idgen__pb2.NextSegmentRequest.SerializeToString,
+                response_deserializer=idgen__wire_dot_idgen__pb2.NextSegmentResponse.FromString,
                 _registered_method=True)
 
 
@@ -74,13 +74,13 @@ def add_IdGeneratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'NextId': grpc.unary_unary_rpc_method_handler(
                     servicer.NextId,
-                    request_deserializer=idgen__client_dot___proto_dot_idgen__pb2.NextIdRequest.FromString,
-                    response_serializer=idgen__client_dot___proto_dot_idgen__pb2.NextIdResponse.SerializeToString,
+                    request_deserializer=idgen__wire_dot_idgen__pb2.NextIdRequest.FromString,
+                    response_serializer=idgen__wire_dot_idgen__pb2.NextIdResponse.SerializeToString,
             ),
             'NextSegment': grpc.unary_unary_rpc_method_handler(
                     servicer.NextSegment,
-                    request_deserializer=idgen__client_dot___proto_dot_idgen__pb2.NextSegmentRequest.FromString,
-                    response_serializer=idgen__client_dot___proto_dot_idgen__pb2.NextSegmentResponse.SerializeToString,
+                    request_deserializer=idgen__wire_dot_idgen__pb2.NextSegmentRequest.FromString,
+                    response_serializer=idgen__wire_dot_idgen__pb2.NextSegmentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -110,8 +110,8 @@ class IdGenerator:
             request,
             target,
             '/idgen.v1.IdGenerator/NextId',
-            idgen__client_dot___proto_dot_idgen__pb2.NextIdRequest.SerializeToString,
-            idgen__client_dot___proto_dot_idgen__pb2.NextIdResponse.FromString,
+            idgen__wire_dot_idgen__pb2.NextIdRequest.SerializeToString,
+            idgen__wire_dot_idgen__pb2.NextIdResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -137,8 +137,8 @@ class IdGenerator:
             request,
             target,
             '/idgen.v1.IdGenerator/NextSegment',
-            idgen__client_dot___proto_dot_idgen__pb2.NextSegmentRequest.SerializeToString,
-            idgen__client_dot___proto_dot_idgen__pb2.NextSegmentResponse.FromString,
+            idgen__wire_dot_idgen__pb2.NextSegmentRequest.SerializeToString,
+            idgen__wire_dot_idgen__pb2.NextSegmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

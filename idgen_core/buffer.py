@@ -32,16 +32,17 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 
-from idgen_client.errors import (
+from idgen_core.errors import (
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
     ServiceUnavailable,
     UnknownBizType,
 )
-from idgen_client.segment import Segment
+from idgen_core.retry import Backoff
+from idgen_core.segment import Segment
 
-__all__ = ["DEFAULT_PRELOAD_AT", "DoubleBuffer", "FetchSegment"]
+__all__ = ["DEFAULT_PRELOAD_AT", "DEFAULT_RETRY", "DoubleBuffer", "FetchSegment"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ DEFAULT_PRELOAD_AT = 0.2
 """Fetch the next segment once 20% of the current one is used (Tinyid's figure):
 the remaining 80% is the time the fetch has before a caller would wait."""
 
-# Errors that retrying cannot fix: the loader stops and hands them to callers.
+DEFAULT_RETRY = Backoff(initial=0.05, maximum=2.0)
+"""How the fetcher thread spaces its attempts after a failed fetch (until one succeeds)."""
+
+# Errors that retrying cannot fix: the fetcher stops and hands them to callers.
 _PERMANENT = (UnknownBizType, IdSpaceExhausted, InvalidRequest)
 
 
@@ -61,12 +65,12 @@ def _clone(error: IdGenError) -> IdGenError:
     return type(error)(*error.args)
 
 
-_LOADER_IDLE_CHECK = 5.0
-"""Seconds between the idle loader thread's checks that its buffer still exists."""
+_FETCHER_IDLE_CHECK = 5.0
+"""Seconds between the idle fetcher thread's checks that its buffer still exists."""
 
 
-def _run_loader(buffer_ref: weakref.ref[DoubleBuffer], cond: threading.Condition) -> None:
-    """The loader thread: one ``_load()`` each time ``_start_loader`` asks, until closed.
+def _run_fetcher(buffer_ref: weakref.ref[DoubleBuffer], cond: threading.Condition) -> None:
+    """The fetcher thread: one ``_fetch_next()`` each time ``_start_fetch`` asks, until closed.
 
     While it waits it holds its buffer only weakly, so that a buffer nobody closed
     is still garbage-collected, and its thread then ends within the idle check.
@@ -78,12 +82,12 @@ def _run_loader(buffer_ref: weakref.ref[DoubleBuffer], cond: threading.Condition
         with cond:
             if buffer._closed:
                 return
-            asked = buffer._loader is not None
+            asked = buffer._fetching
             if not asked:
                 del buffer
-                cond.wait(_LOADER_IDLE_CHECK)
+                cond.wait(_FETCHER_IDLE_CHECK)
                 continue
-        buffer._load()
+        buffer._fetch_next()
         del buffer
 
 
@@ -94,10 +98,10 @@ class DoubleBuffer:
     dry; it blocks only when nothing is buffered, and then for at most
     ``wait_timeout`` seconds. Errors are ``IdGenError`` subclasses: transient
     fetch failures surface as ``ServiceUnavailable`` only once the buffered IDs
-    are gone, and the background loader keeps retrying (with backoff) until a
+    are gone, and the fetcher thread keeps retrying (``retry``) until a
     fetch succeeds, so the buffer recovers by itself.
 
-    Use it as a context manager or call ``close()``: that stops the loader.
+    Use it as a context manager or call ``close()``: that stops the fetcher thread.
     """
 
     def __init__(
@@ -108,7 +112,7 @@ class DoubleBuffer:
         preload_at: float = DEFAULT_PRELOAD_AT,
         floor: int = 0,
         wait_timeout: float = 30.0,
-        retry_backoff: tuple[float, float] = (0.05, 2.0),
+        retry: Backoff = DEFAULT_RETRY,
     ) -> None:
         if not 0.0 <= preload_at < 1.0:
             raise InvalidRequest(f"preload_at must be in [0, 1), got {preload_at}")
@@ -120,18 +124,17 @@ class DoubleBuffer:
         self._name = name
         self._preload_at = preload_at
         self._wait_timeout = wait_timeout
-        self._backoff_min, self._backoff_max = retry_backoff
+        self._retry = retry
         self._cond = threading.Condition(threading.Lock())
         self._stop = threading.Event()
         # Guarded by _cond, except _ids, which the hot path reads without it.
         self._ids: Iterator[int] = iter(())
         self._rest: range | None = None  # the part of the current segment after the threshold
-        self._current: Segment | None = None
         self._next: Segment | None = None
         self._floor = floor
-        self._loader: threading.Thread | None = None  # set while a fetch is asked for or runs
-        self._thread: threading.Thread | None = None  # the loader thread, once started
-        self._error: IdGenError | None = None  # the loader's last failed attempt
+        self._fetching = False  # true while a fetch is asked for or runs
+        self._fetcher: threading.Thread | None = None  # the fetcher thread, once started
+        self._error: IdGenError | None = None  # the last failed fetch
         self._logged: str | None = None  # the last failure logged
         self._exhausted = False
         self._closed = False
@@ -183,21 +186,21 @@ class DoubleBuffer:
                     raise ServiceUnavailable(f"the ID generator for {self._name!r} is closed")
                 if self._rest is not None:  # threshold crossed: serve the rest, preload
                     self._ids, self._rest = iter(self._rest), None
-                    self._start_loader()
+                    self._start_fetch()
                     continue
                 if self._next is not None:
                     self._install(self._next)
                     continue
-                # Both segments are used up: wait for the loader.
+                # Both segments are used up: wait for the fetcher.
                 if self._error is not None:
                     error = self._error
-                    if self._loader is None and not self._exhausted:
+                    if not self._fetching and not self._exhausted:
                         self._error = None  # a permanent error is reported once; the next call retries
                     raise _clone(error)
                 if deadline is None:
                     self.waits += 1
                     deadline = time.monotonic() + self._wait_timeout
-                self._start_loader()
+                self._start_fetch()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._cond.wait(remaining):
                     raise ServiceUnavailable(
@@ -208,13 +211,12 @@ class DoubleBuffer:
     def _install(self, segment: Segment) -> None:
         """Make ``segment`` current. Caller holds the lock."""
         self._next = None
-        self._current = segment
         self._floor = segment.end
         ids = segment.ids()
         cut = int(len(ids) * self._preload_at)
         if cut == 0:
             self._ids, self._rest = iter(ids), None
-            self._start_loader()
+            self._start_fetch()
         else:
             self._ids, self._rest = iter(ids[:cut]), ids[cut:]
 
@@ -253,14 +255,8 @@ class DoubleBuffer:
                 self._cond.notify_all()
                 return segment
 
-    def prefetch(self) -> None:
-        """Start fetching a segment now if none is buffered (it does not wait)."""
-        with self._cond:
-            if self._next is None and not self._closed:
-                self._start_loader()
-
-    def _start_loader(self) -> None:
-        """Ask the loader thread for a fetch unless one runs. Caller holds the lock.
+    def _start_fetch(self) -> None:
+        """Ask the fetcher thread for a fetch unless one runs. Caller holds the lock.
 
         The thread is started once and then woken with a notify: it is the caller
         that crosses the preload threshold that runs this, and starting a thread
@@ -271,24 +267,24 @@ class DoubleBuffer:
         up to one switch interval (5 ms) later, against segments that dynamic
         step sizing makes last a second or more.
         """
-        if self._loader is not None or self._next is not None or self._exhausted or self._closed:
+        if self._fetching or self._next is not None or self._exhausted or self._closed:
             return
         self._error = None
-        thread = self._thread
+        thread = self._fetcher
         if thread is not None and thread.is_alive():
-            self._loader = thread
+            self._fetching = True
             self._cond.notify_all()
             return
         thread = threading.Thread(
-            target=_run_loader, args=(weakref.ref(self), self._cond),
-            name=f"idgen-preload-{self._name}", daemon=True,
+            target=_run_fetcher, args=(weakref.ref(self), self._cond),
+            name=f"idgen-fetch-{self._name}", daemon=True,
         )
-        self._thread = self._loader = thread
+        self._fetcher, self._fetching = thread, True
         thread.start()
 
-    def _load(self) -> None:
+    def _fetch_next(self) -> None:
         """Fetch one segment, retrying transient failures with backoff until closed."""
-        backoff = self._backoff_min
+        attempt = 0
         while True:
             with self._cond:
                 floor = self._floor
@@ -317,7 +313,7 @@ class DoubleBuffer:
                     self._logged = None
                     if not self._closed:
                         self._next = segment
-                    self._loader = None
+                    self._fetching = False
                     self._cond.notify_all()
                     return
                 # Once per kind of failure, not once per retry: a refusal lasts until a
@@ -329,16 +325,16 @@ class DoubleBuffer:
                 if isinstance(error, IdSpaceExhausted):
                     self._exhausted = True
                 if isinstance(error, _PERMANENT) or self._closed:
-                    self._loader = None
+                    self._fetching = False
                     self._cond.notify_all()
                     return
                 self._cond.notify_all()
-            if self._stop.wait(backoff):
+            attempt += 1
+            if self._stop.wait(self._retry.delay(attempt)):
                 with self._cond:
-                    self._loader = None
+                    self._fetching = False
                     self._cond.notify_all()
                 return
-            backoff = min(backoff * 2, self._backoff_max)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -349,15 +345,15 @@ class DoubleBuffer:
             return self._floor
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the background loader; later calls raise ``ServiceUnavailable``."""
+        """Stop the fetcher thread; later calls raise ``ServiceUnavailable``."""
         with self._cond:
             self._closed = True
             self._ids, self._rest = iter(()), None
-            loader = self._thread
+            fetcher = self._fetcher
             self._cond.notify_all()
         self._stop.set()
-        if loader is not None and loader is not threading.current_thread():
-            loader.join(timeout)
+        if fetcher is not None and fetcher is not threading.current_thread():
+            fetcher.join(timeout)
 
     def __enter__(self) -> DoubleBuffer:
         return self

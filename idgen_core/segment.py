@@ -13,15 +13,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from idgen_client.errors import IdSpaceExhausted, InvalidRequest, safe_repr
+from idgen_core.errors import IdSpaceExhausted, InvalidRequest, safe_repr
 
-__all__ = ["INT64_MAX", "MAX_BIZ_TYPE_LENGTH", "MAX_COUNT", "Segment", "validate_biz_type",
-           "validate_count"]
+__all__ = ["INT64_MAX", "MAX_BIZ_TYPE_LENGTH", "MAX_COUNT", "MAX_STEP_MULTIPLIER", "Segment",
+           "validate_biz_type", "validate_count", "validate_floor", "validate_steps"]
 
 INT64_MAX = 2**63 - 1
 MAX_BIZ_TYPE_LENGTH = 64
 MAX_COUNT = 100_000
 """The most IDs one ``NextId`` call may ask for."""
+MAX_STEP_MULTIPLIER = 1024
+"""The most steps one allocation (one ``NextSegment``) may claim."""
 _BIZ_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 
 
@@ -54,6 +56,22 @@ def validate_count(count: object) -> int:
     if not 1 <= count <= MAX_COUNT:
         raise InvalidRequest(f"count must be between 1 and {MAX_COUNT}, got {count}")
     return count
+
+
+def validate_floor(floor: object) -> int:
+    """Return ``floor`` if it is a whole number in ``0..INT64_MAX``, else raise ``InvalidRequest``."""
+    if isinstance(floor, bool) or not isinstance(floor, int) or not 0 <= floor <= INT64_MAX:
+        raise InvalidRequest(f"floor must be a whole number in 0..2^63-1, got {floor!r}")
+    return floor
+
+
+def validate_steps(steps: object) -> int:
+    """Return ``steps`` if it is a whole number in ``1..MAX_STEP_MULTIPLIER``, else raise
+    ``InvalidRequest``."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEP_MULTIPLIER:
+        raise InvalidRequest(
+            f"steps must be a whole number in 1..{MAX_STEP_MULTIPLIER}, got {steps!r}")
+    return steps
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ fixed step that holds only up to some rate: a local generator in a tight loop
 uses 10,000 IDs in under a millisecond, less than a ``NextSegment`` round trip.
 So, as Leaf does on its server, the size adapts: when a segment lasted less than
 ``target`` seconds the next request claims twice as many steps; when it lasted
-more than ``8 * target`` it claims half as many; between 1 and ``MAX_STEPS``.
+more than ``8 * target`` it claims half as many; between 1 and ``MAX_STEP_MULTIPLIER``.
 Why only twice: while a buffer is starved (its fetches finish after the segment
 they replace ran out), the time between fetches covers just the part of a
 segment before its preload threshold, a fifth of its life. Growing to what
@@ -25,12 +25,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from idgen_client.segment import Segment
+from idgen_core.segment import MAX_STEP_MULTIPLIER, Segment
 
-__all__ = ["MAX_STEPS", "AdaptiveSteps"]
-
-MAX_STEPS = 1024
-"""The most steps one allocation may claim."""
+__all__ = ["AdaptiveSteps"]
 
 
 class AdaptiveSteps:
@@ -41,7 +38,7 @@ class AdaptiveSteps:
         fetch: Callable[[int, int], Segment],
         *,
         target: float = 1.0,
-        max_steps: int = MAX_STEPS,
+        max_steps: int = MAX_STEP_MULTIPLIER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch

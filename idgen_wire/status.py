@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import grpc
 
-from idgen_client.errors import (
+from idgen_core.errors import (
     BizTypeMisconfigured,
     IdGenError,
     IdSpaceExhausted,

@@ -1,0 +1,12 @@
+"""idgen's core: what the client and the server share, in plain Python.
+
+It imports neither gRPC nor SQLAlchemy, so everything that builds on it (the
+server's allocation from SQL, the client's ``NextSegment`` calls, a receiver
+that never talks to a server) can use it without the other side's weight.
+
+- ``errors``: the named errors, the same on both sides of the wire.
+- ``segment``: a segment of IDs and the limits of a request.
+- ``buffer``: the double buffer, given a ``fetch(floor) -> Segment`` callable.
+- ``sizing``: how many steps the next allocation should claim.
+- ``retry``: the one backoff policy every retrying loop uses.
+"""

@@ -1,0 +1,6 @@
+"""idgen's wire contract: the generated gRPC code, the error/status table and addresses.
+
+The one place where the messages of ``proto/idgen/v1/idgen.proto`` meet Python:
+the client and the server both speak through it, and neither reaches into the
+other. ``idgen_pb2`` and ``idgen_pb2_grpc`` are generated (``tools/gen_proto.py``).
+"""
