@@ -76,7 +76,7 @@ class _Parser(argparse.ArgumentParser):
 def _redact(text: str) -> str:
     """``text`` with the secrets of any URL in it masked."""
     try:
-        from idgen_server.database import redact_text
+        from idgen_server.urls import redact_text
     except ImportError:  # a client-only install: mask every URL-like word whole
         return re.sub(r"\S*(?:://|@)\S*", lambda match: safe_repr(match.group(0)), text)
     return redact_text(text)

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from idgen_core.errors import ConfigError, safe_repr
-from idgen_server.database import normalize_url
 from idgen_server.defaults import (
     DATA_DIR_ENV,
     DEFAULT_ADDRESS,
@@ -36,6 +35,7 @@ from idgen_server.defaults import (
     MAX_SECONDS,
     MAX_WORKERS,
 )
+from idgen_server.urls import normalize_url
 from idgen_wire.address import parse_address
 
 __all__ = ["ServerConfig", "default_database"]

@@ -1,11 +1,5 @@
-"""Connecting to one database: its URL, its connection pool, what its failures mean.
+"""Connecting to one database: its connection pool, what its failures mean.
 
-- ``normalize_url`` accepts the common spellings and makes a SQLite path
-  absolute, so that which file is served never depends on the directory a
-  command happens to run in.
-- ``redact_url`` is the only way a URL reaches a message or a log: the password
-  never shows, not even in a URL SQLAlchemy parses wrongly (an ``@`` inside the
-  password) or cannot parse at all.
 - ``make_engine`` sets the timeouts that keep a dead database from stalling
   callers, and the ones that make a database end a transaction its client
   abandoned.
@@ -16,24 +10,27 @@
 """
 from __future__ import annotations
 
+import logging
 import os
-import re
 import warnings
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import Column, create_engine, event, inspect
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, SAWarning
+from sqlalchemy.schema import CreateColumn
 
-from idgen_core.errors import ConfigError
+from idgen_core.errors import ConfigError, StorageUnavailable
+from idgen_server.schema import metadata, segment_table
+from idgen_server.urls import is_secret_key, normalize_url, redact_url, sqlite_path
 
-__all__ = ["failure_text", "make_engine", "normalize_url", "permanent_failure", "redact_text",
-           "redact_url", "sqlite_path"]
+__all__ = ["DB_ERRORS", "Database", "failure_text", "make_engine", "permanent_failure"]
 
-_SPELLINGS = (("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql://"),
-              ("postgres://", "postgresql+psycopg://"), ("postgresql://", "postgresql+psycopg://"))
-_SECRET_KEYS = ("pass", "pwd", "secret", "token")
-_URLISH = re.compile(r"[^\s'\",]*(?:://|@)[^\s'\",]*")  # a URL, or user:password@host
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?=://)")
+log = logging.getLogger(__name__)
+
+# Talking to a database can fail in more ways than SQLAlchemy wraps (a driver facing
+# something that is not its database, an option it rejects): every try block that
+# catches these holds database calls only, so a bug elsewhere is never taken for an outage.
+DB_ERRORS = (Exception,)
 
 # MySQL/MariaDB error codes that mean the settings are wrong, not the network:
 # access denied (1044, 1045, 1698), unknown database (1049), authentication
@@ -44,79 +41,6 @@ _POSTGRES_PERMANENT = ("does not exist", "authentication failed", "pg_hba.conf",
                        "permission denied", "invalid connection option", "invalid sslmode",
                        "invalid integer value", "invalid value for parameter",
                        "does not support SSL", "root certificate file")
-
-
-def normalize_url(url: str) -> str:
-    """``mysql://`` and ``mariadb://`` use pymysql, ``postgres(ql)://`` psycopg 3; a
-    relative SQLite path becomes absolute (relative to the current directory now).
-
-    Raises ``ConfigError`` for a URL that cannot be parsed (message without password).
-    """
-    url = url.strip()
-    for prefix, driver in _SPELLINGS:
-        if url.startswith(prefix):
-            url = driver + url[len(prefix):]
-            break
-    if url.count("://") > 1:
-        raise ConfigError(f"{url.partition('://')[0][:20]!r}... holds more than one URL: give "
-                          "each database its own --db (only IDGEN_DB takes a comma-separated list)")
-    if url.count("@") > 1:
-        raise ConfigError(f"database URL {redact_url(url)} has an @ in its password or user "
-                          "name: percent-encode it as %40")
-    try:
-        parsed = make_url(url)
-        port = parsed.port
-    except Exception:  # ValueError, ArgumentError ...: all mean "not a URL we can use"
-        # Not the parser's words: they may quote a password taken for a port.
-        raise ConfigError(f"database URL {redact_url(url)} cannot be parsed; expected "
-                          "e.g. mysql://user:password@host:3306/idgen "
-                          "(special characters in the password percent-encoded, @ as %40)") from None
-    if port is not None and not 1 <= port <= 65535:
-        raise ConfigError(f"database URL {redact_url(url)} has port {port}, not in 1..65535")
-    database = parsed.database
-    if (parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
-            and not database.startswith("file:") and not os.path.isabs(database)):
-        parsed = parsed.set(database=os.path.abspath(database))
-        url = parsed.render_as_string(hide_password=False)
-    return url
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file a SQLite URL names, or None (another database, or in memory)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database:
-        return None
-    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
-        return None
-    return parsed.database
-
-
-def _secret(key: str) -> bool:
-    """Whether a URL query argument holds a secret (``password=``, ``sslpassword=`` ...)."""
-    return any(word in key.lower() for word in _SECRET_KEYS)
-
-
-def redact_url(url: str) -> str:
-    """``url`` fit for a message or a log: the password, and query arguments that hold
-    secrets, replaced by ``***``; a URL that cannot be parsed safely shows only its
-    scheme and what follows its last ``@``."""
-    try:
-        parsed = make_url(url)
-        if url.count("@") <= 1 and url.count("://") == 1:
-            hidden = {k: "***" for k in parsed.query if _secret(k)}
-            text = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
-            return text.replace("%2A%2A%2A", "***")
-    except Exception:  # noqa: BLE001 - any failure to parse: fall back to the safe form
-        pass
-    scheme = _SCHEME.match(url)
-    rest = url.rpartition("@")[2] if "@" in url else "..."
-    return f"{scheme.group(0) if scheme else '?'}://***@{_URLISH.sub('***', rest)}"
-
-
-def redact_text(text: str) -> str:
-    """``text`` (a message that may quote what a person typed) with every URL-like word
-    passed through ``redact_url``."""
-    return _URLISH.sub(lambda match: redact_url(match.group(0)), text)
 
 
 def _reason(exc: BaseException) -> str:
@@ -167,7 +91,7 @@ def _scrub(text: str, url: str) -> str:
     except Exception:  # noqa: BLE001 - nothing parsed, nothing known to remove
         return text
     secrets = [str(parsed.password or "")] + [
-        str(v) for k, values in parsed.query.items() if _secret(k)
+        str(v) for k, values in parsed.query.items() if is_secret_key(k)
         for v in (values if isinstance(values, tuple) else (values,))]
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
@@ -237,3 +161,90 @@ def _engine(url: str, timeout: float) -> Engine:
                 cursor.close()
 
     return engine
+
+
+class Database:
+    """One database: its connection pool, its name for messages (password hidden), its
+    schema and readiness, and what its failures mean. Thread-safe; close it."""
+
+    def __init__(self, url: str, *, timeout: float) -> None:
+        self.url = normalize_url(url)
+        self.name = redact_url(self.url)
+        """The database's URL without its password: what messages and logs show."""
+        self.engine = make_engine(self.url, timeout)
+
+    def unavailable(self, exc: BaseException) -> StorageUnavailable:
+        """The error to raise for ``exc``, logged once here; never with SQL in it."""
+        log.warning("database %s failed: %s", self.name, failure_text(exc, self.url))
+        reason = permanent_failure(exc, self.url)
+        if reason is not None:  # what a person must fix, not SQL: worth telling the caller
+            return StorageUnavailable(f"database {self.name} cannot be used: {reason}")
+        return StorageUnavailable(
+            f"database {self.name} is unreachable or failing ({type(exc).__name__}); "
+            "check that it is up and that its idgen_segment table exists (idgen init-db)"
+        )
+
+    def failure(self, exc: BaseException) -> ConfigError | StorageUnavailable:
+        """``ConfigError`` if a person must fix the settings, else ``unavailable(exc)``."""
+        reason = permanent_failure(exc, self.url)
+        if reason is not None:
+            return ConfigError(f"database {self.name}: {reason}")
+        return self.unavailable(exc)
+
+    def ping(self) -> bool:
+        """Whether the database answers a trivial query now (never raises)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except DB_ERRORS:
+            return False
+
+    def create_schema(self) -> None:
+        """Create the segment table if it is missing, or add the columns an older
+        idgen did not make; harmless to repeat."""
+        try:
+            metadata.create_all(self.engine, checkfirst=True)
+            with self.engine.begin() as conn:
+                for column in _missing_columns(conn):
+                    ddl = CreateColumn(column).compile(dialect=self.engine.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {segment_table.name} ADD COLUMN {ddl}")
+        except DB_ERRORS as exc:
+            raise self.failure(exc) from None
+
+    def check_ready(self) -> None:
+        """Raise ``ConfigError`` if this database cannot work without a person's help
+        (wrong password, unknown database, missing SQLite file or directory, no table
+        or a table from an older idgen), ``StorageUnavailable`` if it does not answer now."""
+        path = sqlite_path(self.url)
+        if path is not None and not os.path.exists(path):
+            directory = os.path.dirname(path) or "."
+            if not os.path.isdir(directory):
+                raise ConfigError(f"SQLite database {path}: its directory {directory} does not exist")
+            raise ConfigError(f"SQLite database {path} does not exist (a relative path is taken "
+                              "from the directory idgen runs in): give the path of the database "
+                              "that holds your IDs, or for a new one run `idgen init-db --db "
+                              f"{self.name}` first")
+        try:
+            with self.engine.connect() as conn:
+                table = inspect(conn).has_table(segment_table.name)
+                missing = [c.name for c in _missing_columns(conn)] if table else []
+        except DB_ERRORS as exc:  # whatever a driver raises talking to something that
+            raise self.failure(exc) from None  # is not its database
+        if not table:
+            raise ConfigError(f"database {self.name} has no idgen_segment table: run "
+                              "`idgen init-db --db URL` for it first")
+        if missing:
+            raise ConfigError(f"database {self.name} has an idgen_segment table from an older "
+                              f"idgen (no {', '.join(missing)}): run `idgen init-db --db URL` "
+                              "to upgrade it")
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.engine.dispose()
+
+
+def _missing_columns(conn: Connection) -> list[Column[object]]:
+    present = {c["name"] for c in inspect(conn).get_columns(segment_table.name)}
+    return [c for c in segment_table.columns if c.name not in present]
+

@@ -20,11 +20,11 @@ from idgen_core.errors import ConfigError, StorageUnavailable
 from idgen_server.allocator import Allocator
 from idgen_server.buffers import BufferPool
 from idgen_server.config import ServerConfig
-from idgen_server.database import sqlite_path
 from idgen_server.defaults import DATA_DIR_ENV, DEFAULT_BIZ_TYPE, DEFAULT_STEP, EMBEDDED_FILE
 from idgen_server.metrics import MetricsEndpoint
 from idgen_server.service import IdGenService, add_to_server
 from idgen_server.store import SegmentStore
+from idgen_server.urls import sqlite_path
 from idgen_wire.idgen_pb2_grpc import IdGeneratorServicer
 
 __all__ = ["IdGenServer", "ServicerFactory"]

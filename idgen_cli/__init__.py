@@ -1,0 +1,1 @@
+"""The ``idgen`` command line: the one place that assembles the client and the server."""

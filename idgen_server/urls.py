@@ -1,0 +1,99 @@
+"""Database URLs: the spellings accepted, and the only way one reaches a message or a log.
+
+- ``normalize_url`` accepts the common spellings and makes a SQLite path
+  absolute, so that which file is served never depends on the directory a
+  command happens to run in.
+- ``redact_url`` is the only way a URL reaches a message or a log: the password
+  never shows, not even in a URL SQLAlchemy parses wrongly (an ``@`` inside the
+  password) or cannot parse at all. ``redact_text`` does it for every URL in a
+  message that quotes what a person typed.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from sqlalchemy.engine import make_url
+
+from idgen_core.errors import ConfigError
+
+__all__ = ["is_secret_key", "normalize_url", "redact_text", "redact_url", "sqlite_path"]
+
+_SPELLINGS = (("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql://"),
+              ("postgres://", "postgresql+psycopg://"), ("postgresql://", "postgresql+psycopg://"))
+_SECRET_KEYS = ("pass", "pwd", "secret", "token")
+_URLISH = re.compile(r"[^\s'\",]*(?:://|@)[^\s'\",]*")  # a URL, or user:password@host
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?=://)")
+
+
+def normalize_url(url: str) -> str:
+    """``mysql://`` and ``mariadb://`` use pymysql, ``postgres(ql)://`` psycopg 3; a
+    relative SQLite path becomes absolute (relative to the current directory now).
+
+    Raises ``ConfigError`` for a URL that cannot be parsed (message without password).
+    """
+    url = url.strip()
+    for prefix, driver in _SPELLINGS:
+        if url.startswith(prefix):
+            url = driver + url[len(prefix):]
+            break
+    if url.count("://") > 1:
+        raise ConfigError(f"{url.partition('://')[0][:20]!r}... holds more than one URL: give "
+                          "each database its own --db (only IDGEN_DB takes a comma-separated list)")
+    if url.count("@") > 1:
+        raise ConfigError(f"database URL {redact_url(url)} has an @ in its password or user "
+                          "name: percent-encode it as %40")
+    try:
+        parsed = make_url(url)
+        port = parsed.port
+    except Exception:  # ValueError, ArgumentError ...: all mean "not a URL we can use"
+        # Not the parser's words: they may quote a password taken for a port.
+        raise ConfigError(f"database URL {redact_url(url)} cannot be parsed; expected "
+                          "e.g. mysql://user:password@host:3306/idgen "
+                          "(special characters in the password percent-encoded, @ as %40)") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"database URL {redact_url(url)} has port {port}, not in 1..65535")
+    database = parsed.database
+    if (parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
+            and not database.startswith("file:") and not os.path.isabs(database)):
+        parsed = parsed.set(database=os.path.abspath(database))
+        url = parsed.render_as_string(hide_password=False)
+    return url
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a SQLite URL names, or None (another database, or in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        return None
+    return parsed.database
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a URL query argument holds a secret (``password=``, ``sslpassword=`` ...)."""
+    return any(word in key.lower() for word in _SECRET_KEYS)
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a message or a log: the password, and query arguments that hold
+    secrets, replaced by ``***``; a URL that cannot be parsed safely shows only its
+    scheme and what follows its last ``@``."""
+    try:
+        parsed = make_url(url)
+        if url.count("@") <= 1 and url.count("://") == 1:
+            hidden = {k: "***" for k in parsed.query if is_secret_key(k)}
+            text = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+            return text.replace("%2A%2A%2A", "***")
+    except Exception:  # noqa: BLE001 - any failure to parse: fall back to the safe form
+        pass
+    scheme = _SCHEME.match(url)
+    rest = url.rpartition("@")[2] if "@" in url else "..."
+    return f"{scheme.group(0) if scheme else '?'}://***@{_URLISH.sub('***', rest)}"
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a message that may quote what a person typed) with every URL-like word
+    passed through ``redact_url``."""
+    return _URLISH.sub(lambda match: redact_url(match.group(0)), text)
