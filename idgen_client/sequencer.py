@@ -66,7 +66,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple, Protocol, Union
 
-from idgen_core.errors import InvalidRequest, ServiceUnavailable
+from idgen_client.retries import RetryLog
+from idgen_core.errors import ConfigError, InvalidRequest, ServiceUnavailable
 from idgen_core.segment import Segment
 
 __all__ = [
@@ -153,28 +154,23 @@ class Sequencer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_groups < 1:
-            raise InvalidRequest(f"max_groups must be at least 1, got {max_groups}")
+            raise ConfigError(f"max_groups must be at least 1, got {max_groups}")
         if not retry_window >= 0:
-            raise InvalidRequest(f"retry_window must be at least 0 seconds, got {retry_window}")
+            raise ConfigError(f"retry_window must be at least 0 seconds, got {retry_window}")
         if max_retries < 0:
-            raise InvalidRequest(f"max_retries must be at least 0, got {max_retries}")
+            raise ConfigError(f"max_retries must be at least 0, got {max_retries}")
         self._generator = generator
         self._next_id = generator.next_id
         self._loader = loader
         self._max_groups = max_groups
-        self._retry_window = retry_window
-        self._max_retries = max_retries
-        self._clock = clock
         self._stripes = tuple(threading.Lock() for _ in range(_STRIPES))
         # group -> its last seq, least recently stamped first. A group's entry is
         # written under its stripe's lock; evicted under _evict_lock.
         self._groups: OrderedDict[GroupId, int] = OrderedDict()
         self._evict_lock = threading.Lock()  # guards _horizon, skips and eviction
-        # (group, client_msg_id) -> (expires at, seq, prev_seq), oldest first. Written
-        # under _retry_lock; a lookup is one atomic get.
-        self._retries: OrderedDict[tuple[GroupId, str], tuple[float, int, int]] = OrderedDict()
-        self._retry_lock = threading.Lock()
-        self._retry_expiry = 0.0  # no entry expires before this
+        self._retry_log = RetryLog(retry_window, max_retries, clock)
+        self._retries = self._retry_log.entries  # read without a lock on the hot path
+        self._log_retry = self._retry_log.record
         skip_past_all: Callable[[], Segment] | None = getattr(generator, "skip_past_all", None)
         skip_past: Callable[[int], Segment] | None = getattr(generator, "skip_past", None)
         if skip_past_all is not None:
@@ -244,9 +240,9 @@ class Sequencer:
         while True:
             with lock:
                 if key is not None:
-                    entry = self._retries.get(key)
-                    if entry is not None and entry[0] > self._clock():
-                        return _new_stamp(Stamp, entry[1:])
+                    entry = self._retry_log.get(key)
+                    if entry is not None:
+                        return _new_stamp(Stamp, entry)
                 last = self._groups.get(group_id)
                 if last is not None:
                     floor = prev = last
@@ -297,29 +293,6 @@ class Sequencer:
                         break
                     if last > self._horizon:
                         self._horizon = last
-
-    def _log_retry(self, key: tuple[GroupId, str], seq: int, prev_seq: int) -> None:
-        """Remember a stamp for retries; drop expired entries and those beyond the bound.
-
-        The entry is a flat tuple of ints and a float, which the garbage collector
-        stops tracking: with ``(expires, Stamp)`` a full log made collections cost
-        a third of the stamp rate. The front is looked at only once it may have
-        expired (``_retry_expiry``), not on every stamp.
-        """
-        now = self._clock()
-        with self._retry_lock:
-            retries = self._retries
-            retries.pop(key, None)  # an expired entry: the new one goes to the end
-            retries[key] = (now + self._retry_window, seq, prev_seq)
-            if len(retries) > self._max_retries:
-                retries.popitem(last=False)
-            if now >= self._retry_expiry:
-                while retries:
-                    expires = next(iter(retries.values()))[0]
-                    if expires > now:
-                        self._retry_expiry = expires
-                        break
-                    retries.popitem(last=False)
 
     def _load(self, group_id: GroupId) -> int:
         assert self._loader is not None

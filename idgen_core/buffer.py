@@ -33,6 +33,7 @@ import weakref
 from collections.abc import Callable, Iterator
 
 from idgen_core.errors import (
+    ConfigError,
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
@@ -58,6 +59,25 @@ DEFAULT_RETRY = Backoff(initial=0.05, maximum=2.0)
 
 # Errors that retrying cannot fix: the fetcher stops and hands them to callers.
 _PERMANENT = (UnknownBizType, IdSpaceExhausted, InvalidRequest)
+
+
+def _fetch_above(fetch: FetchSegment, floor: int) -> Segment:
+    """``fetch(floor)``, refused unless every ID of the segment is above ``floor``."""
+    segment = fetch(floor)
+    if segment.start <= floor:
+        raise ServiceUnavailable(
+            f"the segment source returned IDs from {segment.start}, not above {floor}")
+    return segment
+
+
+def _as_idgen_error(exc: Exception, name: str) -> IdGenError:
+    """``exc`` as callers get it: an ``IdGenError`` as it is; anything else (a bug, an
+    unforeseen driver error) logged here and reported as ``ServiceUnavailable``."""
+    if isinstance(exc, IdGenError):
+        return exc
+    log.error("fetching a segment for %r failed", name, exc_info=exc)
+    return ServiceUnavailable(
+        f"fetching a segment for {name!r} failed ({type(exc).__name__}): retry later")
 
 
 def _clone(error: IdGenError) -> IdGenError:
@@ -115,11 +135,11 @@ class DoubleBuffer:
         retry: Backoff = DEFAULT_RETRY,
     ) -> None:
         if not 0.0 <= preload_at < 1.0:
-            raise InvalidRequest(f"preload_at must be in [0, 1), got {preload_at}")
+            raise ConfigError(f"preload_at must be in [0, 1), got {preload_at}")
         if floor < 0:
-            raise InvalidRequest(f"floor must be at least 0, got {floor}")
-        if wait_timeout <= 0:
-            raise InvalidRequest(f"wait_timeout must be positive, got {wait_timeout}")
+            raise ConfigError(f"floor must be at least 0, got {floor}")
+        if not wait_timeout > 0:
+            raise ConfigError(f"wait_timeout must be positive, got {wait_timeout}")
         self._fetch = fetch
         self._name = name
         self._preload_at = preload_at
@@ -239,11 +259,7 @@ class DoubleBuffer:
                 if self._closed:
                     raise ServiceUnavailable(f"the ID generator for {self._name!r} is closed")
                 low = max(floor, self._floor)
-            segment = fetch(low)
-            if segment.start <= low:
-                raise ServiceUnavailable(
-                    f"the segment source returned IDs from {segment.start}, not above {low}"
-                )
+            segment = _fetch_above(fetch, low)
             with self._cond:
                 if self._closed:
                     raise ServiceUnavailable(f"the ID generator for {self._name!r} is closed")
@@ -283,58 +299,58 @@ class DoubleBuffer:
         thread.start()
 
     def _fetch_next(self) -> None:
-        """Fetch one segment, retrying transient failures with backoff until closed."""
+        """Fetch one segment, retrying transient failures (``retry``) until closed."""
         attempt = 0
         while True:
             with self._cond:
                 floor = self._floor
-            error: IdGenError | None = None
             try:
-                segment = self._fetch(floor)
-                if segment.start <= floor:
-                    raise ServiceUnavailable(
-                        f"the segment source returned IDs from {segment.start}, not above {floor}"
-                    )
-            except IdGenError as exc:
-                error = exc
-            except Exception as exc:  # a bug or an unforeseen driver error: keep serving
-                log.exception("fetching a segment for %r failed", self._name)
-                error = ServiceUnavailable(
-                    f"fetching a segment for {self._name!r} failed ({type(exc).__name__}): retry later"
-                )
-            with self._cond:
-                if error is None and segment.start <= self._floor and not self._closed:
+                segment = _fetch_above(self._fetch, floor)
+            except Exception as exc:  # noqa: BLE001 - every failure is handed to callers
+                with self._cond:
+                    if self._failed(_as_idgen_error(exc, self._name)):
+                        return
+            else:
+                with self._cond:
+                    if segment.start > self._floor or self._closed:
+                        self._fetched(segment)
+                        return
                     # skip_past() moved the floor while this fetch ran: installing the
                     # segment would hand out IDs below ones already given. Fetch again.
                     continue
-                if error is None:
-                    self.fetches += 1
-                    self._error = None
-                    self._logged = None
-                    if not self._closed:
-                        self._next = segment
-                    self._fetching = False
-                    self._cond.notify_all()
-                    return
-                # Once per kind of failure, not once per retry: a refusal lasts until a
-                # person acts, and the retries would bury everything else in the log.
-                if str(error) != self._logged:
-                    log.warning("fetching a segment for %r failed: %s", self._name, error)
-                    self._logged = str(error)
-                self._error = error
-                if isinstance(error, IdSpaceExhausted):
-                    self._exhausted = True
-                if isinstance(error, _PERMANENT) or self._closed:
-                    self._fetching = False
-                    self._cond.notify_all()
-                    return
-                self._cond.notify_all()
             attempt += 1
             if self._stop.wait(self._retry.delay(attempt)):
                 with self._cond:
                     self._fetching = False
                     self._cond.notify_all()
                 return
+
+    def _fetched(self, segment: Segment) -> None:
+        """Keep ``segment`` as the next one. Caller holds the lock."""
+        self.fetches += 1
+        self._error = None
+        self._logged = None
+        if not self._closed:
+            self._next = segment
+        self._fetching = False
+        self._cond.notify_all()
+
+    def _failed(self, error: IdGenError) -> bool:
+        """Record a failed fetch for callers; True if the fetcher should stop retrying.
+        Caller holds the lock."""
+        # Once per kind of failure, not once per retry: a refusal lasts until a
+        # person acts, and the retries would bury everything else in the log.
+        if str(error) != self._logged:
+            log.warning("fetching a segment for %r failed: %s", self._name, error)
+            self._logged = str(error)
+        self._error = error
+        if isinstance(error, IdSpaceExhausted):
+            self._exhausted = True
+        stop = isinstance(error, _PERMANENT) or self._closed
+        if stop:
+            self._fetching = False
+        self._cond.notify_all()
+        return stop
 
     # -- lifecycle ------------------------------------------------------------
 
