@@ -18,52 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from benchmarks.harness import timed_threads
+from benchmarks.processes import ServerProcess
 from idgen_client import LocalGenerator, Sequencer
 from idgen_client.sequencer import DEFAULT_MAX_GROUPS
 
 BIZ = "default"  # what `idgen serve` registers on its zero-setup SQLite file
-
-
-def start_server(directory: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "idgen_cli", "serve", "--listen", "127.0.0.1:0"],
-        cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        match = re.search(r"serving on (\S+)", line)
-        if match:
-            threading.Thread(target=proc.stdout.read, name="bench-server-output",
-                             daemon=True).start()
-            return proc, match.group(1)
-    raise RuntimeError("idgen serve exited before it was ready")
-
-
-def timed(threads: int, work: Callable[[int], None]) -> float:
-    """Seconds for ``threads`` threads to each run ``work(index)`` from a common start."""
-    barrier = threading.Barrier(threads + 1)
-
-    def run(index: int) -> None:
-        barrier.wait()
-        work(index)
-
-    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in pool:
-        t.join()
-    return time.perf_counter() - start
 
 
 def next_id_rate(generator: LocalGenerator, threads: int, per_thread: int) -> float:
@@ -72,7 +37,7 @@ def next_id_rate(generator: LocalGenerator, threads: int, per_thread: int) -> fl
         for _ in range(per_thread):
             next_id()
 
-    return threads * per_thread / timed(threads, work)
+    return threads * per_thread / timed_threads(threads, work)
 
 
 def stamp_rate(sequencer: Sequencer, draws: Sequence[Sequence[str]],
@@ -90,7 +55,7 @@ def stamp_rate(sequencer: Sequencer, draws: Sequence[Sequence[str]],
             for group in draws[index]:
                 stamp(group)
 
-    return sum(map(len, draws)) / timed(len(draws), work)
+    return sum(map(len, draws)) / timed_threads(len(draws), work)
 
 
 def floor_rate(generator: LocalGenerator, draws: Sequence[Sequence[str]]) -> float:
@@ -107,7 +72,7 @@ def floor_rate(generator: LocalGenerator, draws: Sequence[Sequence[str]]) -> flo
             last[group] = seq
             (seq, prev)  # noqa: B018 - the pair a stamp returns
 
-    return sum(map(len, draws)) / timed(len(draws), work)
+    return sum(map(len, draws)) / timed_threads(len(draws), work)
 
 
 def bytes_per_group(generator: LocalGenerator, groups: int) -> float:
@@ -132,38 +97,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenarios = [(1_000, 1, False, None), (1_000, 8, False, None),
                  (1_000_000, 1, False, None), (1_000_000, 8, False, None),
                  (1_000, 1, True, None), (1_000_000, 1, False, 100_000)]
-    with tempfile.TemporaryDirectory() as directory:
-        server, address = start_server(directory)
-        try:
-            with LocalGenerator(BIZ, address) as generator:
-                for _ in range(3):  # let the adaptive segment size settle
-                    next_id_rate(generator, 1, total)
-                rows = []
-                for groups, threads, msg_ids, max_groups in scenarios:
-                    names = [f"group-{i}" for i in range(groups)]
-                    per_thread = total // threads
-                    draws = [[names[rng.randrange(groups)] for _ in range(per_thread)]
-                             for _ in range(threads)]
-                    kwargs = {} if max_groups is None else {"max_groups": max_groups}
-                    sequencer = Sequencer(generator, **kwargs)  # a fresh, small segment
-                    for name in names:  # steady state: every group known once
-                        sequencer.stamp(name)
-                    for _ in range(3):  # and segments grown back to the rate of use
-                        next_id_rate(generator, 1, total)
-                    # Best of 3, alternating, so that a hiccup of the machine (a segment
-                    # fetch, a collection, a neighbour) does not become the figure.
-                    ids = stamps = least = 0.0
-                    for attempt in range(3):
-                        ids = max(ids, next_id_rate(generator, threads, per_thread))
-                        least = max(least, floor_rate(generator, draws))
-                        stamps = max(stamps, stamp_rate(sequencer, draws, msg_ids, attempt))
-                    rows.append((groups, threads, msg_ids, max_groups or DEFAULT_MAX_GROUPS,
-                                 ids, least, stamps))
-                    print(f"  measured {groups:>9,} groups x {threads} threads", file=sys.stderr)
-                per_group = bytes_per_group(generator, 100_000)
-        finally:
-            server.terminate()
-            server.wait(15)
+    with (tempfile.TemporaryDirectory() as directory,
+          ServerProcess(["idgen_cli", "serve", "--listen", "127.0.0.1:0"],
+                        ready=r"serving on (\S+)", cwd=directory, stops_on_eof=False) as server,
+          LocalGenerator(BIZ, server.address) as generator):
+        for _ in range(3):  # let the adaptive segment size settle
+            next_id_rate(generator, 1, total)
+        rows = []
+        for groups, threads, msg_ids, max_groups in scenarios:
+            names = [f"group-{i}" for i in range(groups)]
+            per_thread = total // threads
+            draws = [[names[rng.randrange(groups)] for _ in range(per_thread)]
+                     for _ in range(threads)]
+            kwargs = {} if max_groups is None else {"max_groups": max_groups}
+            sequencer = Sequencer(generator, **kwargs)  # a fresh, small segment
+            for name in names:  # steady state: every group known once
+                sequencer.stamp(name)
+            for _ in range(3):  # and segments grown back to the rate of use
+                next_id_rate(generator, 1, total)
+            # Best of 3, alternating, so that a hiccup of the machine (a segment
+            # fetch, a collection, a neighbour) does not become the figure.
+            ids = stamps = least = 0.0
+            for attempt in range(3):
+                ids = max(ids, next_id_rate(generator, threads, per_thread))
+                least = max(least, floor_rate(generator, draws))
+                stamps = max(stamps, stamp_rate(sequencer, draws, msg_ids, attempt))
+            rows.append((groups, threads, msg_ids, max_groups or DEFAULT_MAX_GROUPS,
+                         ids, least, stamps))
+            print(f"  measured {groups:>9,} groups x {threads} threads", file=sys.stderr)
+        per_group = bytes_per_group(generator, 100_000)
     print(f"\nSequencer.stamp() vs LocalGenerator.next_id(), {total:,} calls per figure, best of 3 "
           f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)\n")
     print("| groups | threads | stamp() call | max_groups | next_id()/s | least/s | stamps/s "

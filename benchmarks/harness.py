@@ -20,10 +20,10 @@ from itertools import repeat
 __all__ = [
     "BENCH_STEP", "BIZ_BENCH", "BIZ_SWITCH", "SWITCH_STEP", "SWITCH_STEPS", "CallTimes",
     "Context", "Row", "Run", "best_rate", "percentiles", "progress", "rate_loop",
-    "threaded_rate", "time_each_call",
+    "threaded_rate", "time_each_call", "timed_threads",
 ]
 
-from benchmarks.processes import ServerProcess, WorkerPool
+from benchmarks.processes import ServerProcess, WorkerPool, benchmark_server
 
 _T0 = time.monotonic()
 
@@ -118,15 +118,16 @@ def best_rate(fn: Callable[[], object], n: int, rounds: int) -> float:
     return max(n / rate_loop(fn, n) for _ in range(rounds))
 
 
-def threaded_rate(fn: Callable[[], object], threads: int, n_per_thread: int) -> float:
-    """Total calls per second of ``threads`` threads each calling ``fn`` ``n`` times."""
+def timed_threads(threads: int, work: Callable[[int], object]) -> float:
+    """Seconds for ``threads`` threads to each run ``work(index)``, from a common start
+    (a barrier the measuring thread passes too) to the last thread's end."""
     barrier = threading.Barrier(threads + 1)
 
-    def body() -> None:
+    def body(index: int) -> None:
         barrier.wait()
-        rate_loop(fn, n_per_thread)
+        work(index)
 
-    workers = [threading.Thread(target=body, name=f"bench-caller-{i}", daemon=True)
+    workers = [threading.Thread(target=body, args=(i,), name=f"bench-caller-{i}", daemon=True)
                for i in range(threads)]
     for worker in workers:
         worker.start()
@@ -134,7 +135,12 @@ def threaded_rate(fn: Callable[[], object], threads: int, n_per_thread: int) -> 
     start = time.perf_counter()
     for worker in workers:
         worker.join()
-    return threads * n_per_thread / (time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def threaded_rate(fn: Callable[[], object], threads: int, n_per_thread: int) -> float:
+    """Total calls per second of ``threads`` threads each calling ``fn`` ``n`` times."""
+    return threads * n_per_thread / timed_threads(threads, lambda _: rate_loop(fn, n_per_thread))
 
 
 @dataclass
@@ -215,7 +221,7 @@ class Context:
     def server(self, mode: str, *, id_base: int | None = None) -> ServerProcess:
         """The benchmark server of ``mode`` ('idgen' or 'null') on SQLite, started once."""
         if mode not in self.servers:
-            self.servers[mode] = ServerProcess(mode, self.sqlite_url, id_base=id_base)
+            self.servers[mode] = benchmark_server(mode, self.sqlite_url, id_base=id_base)
         return self.servers[mode]
 
     def close(self) -> dict[str, object]:

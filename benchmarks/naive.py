@@ -17,18 +17,21 @@ from benchmarks.harness import Context, Row, progress
 TABLE = "idgen_bench_naive"
 
 
-def _connect(url: str):  # type: ignore[no-untyped-def]
+def connect(url: str, *, database: bool = True):  # type: ignore[no-untyped-def]
+    """A PyMySQL connection with autocommit to the MariaDB server of ``url``, and to its
+    database unless ``database`` is false."""
     import pymysql
 
     u = make_url(url)
     return pymysql.connect(host=u.host or "127.0.0.1", port=u.port or 3306,
                            user=u.username or "root", password=u.password or "",
-                           database=u.database, autocommit=True, connect_timeout=5)
+                           database=u.database if database else None, autocommit=True,
+                           connect_timeout=5)
 
 
 def naive_rate(url: str, seconds: float) -> tuple[float, int]:
     """IDs/s of the naive generator, and how many IDs it made."""
-    conn = _connect(url)
+    conn = connect(url)
     try:
         with conn.cursor() as cur:
             cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} "

@@ -2,21 +2,46 @@
 
 Load generators and racing allocators run in their own processes so that the
 GIL of the measuring process is never what is measured; so do the servers.
-Each is started with this checkout on its ``PYTHONPATH`` and ended by closing
-its stdin.
+Each is started with this checkout on its ``PYTHONPATH`` (``_start``), every
+server by ``ServerProcess``, and ended by closing its stdin (``idgen serve``:
+by SIGTERM).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 
-__all__ = ["ServerProcess", "Worker", "WorkerPool"]
+__all__ = ["ServerProcess", "Worker", "WorkerPool", "benchmark_server"]
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _start(args: Sequence[str], *, cwd: str = _ROOT, stderr: int | None = None
+           ) -> subprocess.Popen[str]:
+    """``python -m ARGS`` with this checkout first on its path; stdin and stdout piped."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+
+
+def _end(proc: subprocess.Popen[str], *, timeout: float, terminate: bool = False) -> None:
+    """Close its stdin (and send SIGTERM if ``terminate``), wait ``timeout`` s, else kill it."""
+    if proc.poll() is None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.close()
+            if terminate:
+                proc.terminate()
+            proc.wait(timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait(10)
 
 
 class Worker:
@@ -28,11 +53,7 @@ class Worker:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.worker"], cwd=_ROOT, env=env, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc = _start(["benchmarks.worker"])
 
     def send(self, command: dict[str, object]) -> None:
         assert self.proc.stdin is not None
@@ -56,14 +77,7 @@ class Worker:
         return result
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            try:
-                self.proc.stdin.close()
-                self.proc.wait(10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(10)
+        _end(self.proc, timeout=10)
 
 
 class WorkerPool:
@@ -92,41 +106,64 @@ class WorkerPool:
 
 
 class ServerProcess:
-    """``python -m benchmarks.server`` in its own process; a context manager."""
+    """A server in its own process (``python -m ARGS``), ready once it prints its address.
 
-    def __init__(self, mode: str, db_url: str, *, workers: int | None = None,
-                 id_base: int | None = None) -> None:
-        self.mode = mode
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
-        args = [sys.executable, "-m", "benchmarks.server", "--mode", mode, "--db", db_url]
-        if workers:
-            args += ["--workers", str(workers)]
-        if id_base:
-            args += ["--id-base", str(id_base)]
-        self.proc = subprocess.Popen(args, cwd=_ROOT, env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    Every benchmark server is started and waited for here: the process runs with
+    this checkout on its path, its stdout and stderr in one pipe, and is ready
+    once a line of that output matches ``ready`` (group 1: the address it serves
+    on). From then on a thread keeps reading the output, so that the pipe never
+    fills, into ``output``. ``close()`` stops it: by closing its stdin when
+    ``stops_on_eof`` (``benchmarks.server``), by SIGTERM otherwise (``idgen serve``).
+    A context manager.
+    """
+
+    def __init__(self, args: Sequence[str], *, ready: str, cwd: str = _ROOT,
+                 stops_on_eof: bool = True) -> None:
+        self.name = " ".join(args)
+        self.stops_on_eof = stops_on_eof
+        self.output: list[str] = []
+        self.proc = _start(args, cwd=cwd, stderr=subprocess.STDOUT)
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("ready "):
-            self.close()
-            raise RuntimeError(f"the {mode} benchmark server did not start: {line!r}")
-        self.address = line.split()[1]
+        pattern = re.compile(ready)
+        for line in self.proc.stdout:
+            self.output.append(line)
+            match = pattern.search(line)
+            if match:
+                self.address = match.group(1)
+                break
+        else:
+            self._stop()
+            raise RuntimeError(f"{self.name} exited before it was ready (exit status "
+                               f"{self.proc.returncode}): {''.join(self.output)!r}")
+        self._reader = threading.Thread(target=self._drain, name="bench-server-output",
+                                        daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def _stop(self) -> None:
+        _end(self.proc, timeout=15, terminate=not self.stops_on_eof)
 
     def close(self) -> dict[str, object]:
-        """Stop the server; returns its buffers' fetches and waits, when it could say."""
+        """Stop the server; returns what it said on a ``stats`` line (``benchmarks.server``:
+        its buffers' fetches and waits), or {}. A server that failed shows its output."""
+        self._stop()
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.join(5)
+        if self.proc.returncode:
+            sys.stderr.write(f"{self.name} exited with status {self.proc.returncode}:\n"
+                             + "".join(self.output[-20:]))
         stats: dict[str, object] = {}
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None and self.proc.stdout is not None
-            try:
-                self.proc.stdin.close()
-                for line in self.proc.stdout:
-                    if line.startswith("stats "):
-                        stats = json.loads(line[6:])
-                self.proc.wait(15)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(10)
+        for line in self.output:
+            if line.startswith("stats "):
+                try:
+                    stats = json.loads(line[6:])
+                except ValueError:  # a line cut short: no figures, like a server that said none
+                    pass
         return stats
 
     def __enter__(self) -> ServerProcess:
@@ -134,3 +171,17 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def benchmark_server(mode: str, db_url: str, *, workers: int | None = None,
+                     id_base: int | None = None) -> ServerProcess:
+    """``python -m benchmarks.server``: idgen's server (``mode`` 'idgen') or the floor ('null')."""
+    args = ["benchmarks.server", "--mode", mode, "--db", db_url]
+    if workers:
+        args += ["--workers", str(workers)]
+    if id_base:
+        args += ["--id-base", str(id_base)]
+    try:
+        return ServerProcess(args, ready=r"^ready (\S+)")
+    except RuntimeError as exc:
+        raise RuntimeError(f"the {mode} benchmark server did not start: {exc}") from None

@@ -63,15 +63,13 @@ class _MariaDB:
     """A fresh database on the MariaDB server for this run, dropped at the end."""
 
     def __init__(self, url: str) -> None:
-        import pymysql
         from sqlalchemy.engine import make_url
 
-        from idgen_server.store import normalize_url
+        from idgen_server.urls import normalize_url
 
-        u = make_url(normalize_url(url))
-        self._conn = pymysql.connect(host=u.host or "127.0.0.1", port=u.port or 3306,
-                                     user=u.username or "root", password=u.password or "",
-                                     connect_timeout=5, autocommit=True)
+        url = normalize_url(url)
+        self._conn = naive.connect(url, database=False)
+        u = make_url(url)
         self.name = f"idgen_bench_{uuid.uuid4().hex[:10]}"
         with self._conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{self.name}`")
@@ -81,6 +79,10 @@ class _MariaDB:
         with self._conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
         self._conn.close()
+
+
+def _load() -> str:
+    return f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,8 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     started = time.time()
     run = Run(quick=args.quick)
-    progress(f"idgen benchmarks ({'quick' if args.quick else 'full'} run), "
-             f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    progress(f"idgen benchmarks ({'quick' if args.quick else 'full'} run), {_load()}")
     with tempfile.TemporaryDirectory(prefix="idgen-bench-") as tmp:
         sqlite_url = f"sqlite:///{tmp}/bench.db"
         _prepare(sqlite_url)
@@ -165,8 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.json, "w") as f:
             f.write(report.to_json(run, extra))
         progress(f"JSON: {args.json}")
-    progress(f"done in {time.time() - started:.0f}s, "
-             f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    progress(f"done in {time.time() - started:.0f}s, {_load()}")
     return 0
 
 

@@ -1,5 +1,5 @@
 -- idgen segment table for SQLite (the zero-setup default; `idgen serve` without
--- --db creates it in ./idgen.db). Kept in step with idgen_server/schema.py by
+-- --db creates it in idgen.db of the per-user data directory, or of $IDGEN_DATA_DIR). Kept in step with idgen_server/schema.py by
 -- tests/test_schema.py.
 CREATE TABLE IF NOT EXISTS idgen_segment (
     biz_type   VARCHAR(64) NOT NULL,
