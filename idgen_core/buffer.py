@@ -26,26 +26,16 @@ on a free-threaded build the hot path would need a lock.
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 
-from idgen_core.errors import (
-    ConfigError,
-    IdGenError,
-    IdSpaceExhausted,
-    InvalidRequest,
-    ServiceUnavailable,
-    UnknownBizType,
-)
+from idgen_core.errors import ConfigError, IdGenError, InvalidRequest, ServiceUnavailable
+from idgen_core.fetcher import Fetcher, fetch_above
 from idgen_core.retry import Backoff
 from idgen_core.segment import Segment
 
 __all__ = ["DEFAULT_PRELOAD_AT", "DEFAULT_RETRY", "DoubleBuffer", "FetchSegment"]
-
-log = logging.getLogger(__name__)
 
 FetchSegment = Callable[[int], Segment]
 """``fetch(floor)``: allocate a new segment whose IDs are all above ``floor``."""
@@ -57,58 +47,9 @@ the remaining 80% is the time the fetch has before a caller would wait."""
 DEFAULT_RETRY = Backoff(initial=0.05, maximum=2.0)
 """How the fetcher thread spaces its attempts after a failed fetch (until one succeeds)."""
 
-# Errors that retrying cannot fix: the fetcher stops and hands them to callers.
-_PERMANENT = (UnknownBizType, IdSpaceExhausted, InvalidRequest)
-
-
-def _fetch_above(fetch: FetchSegment, floor: int) -> Segment:
-    """``fetch(floor)``, refused unless every ID of the segment is above ``floor``."""
-    segment = fetch(floor)
-    if segment.start <= floor:
-        raise ServiceUnavailable(
-            f"the segment source returned IDs from {segment.start}, not above {floor}")
-    return segment
-
-
-def _as_idgen_error(exc: Exception, name: str) -> IdGenError:
-    """``exc`` as callers get it: an ``IdGenError`` as it is; anything else (a bug, an
-    unforeseen driver error) logged here and reported as ``ServiceUnavailable``."""
-    if isinstance(exc, IdGenError):
-        return exc
-    log.error("fetching a segment for %r failed", name, exc_info=exc)
-    return ServiceUnavailable(
-        f"fetching a segment for {name!r} failed ({type(exc).__name__}): retry later")
-
-
 def _clone(error: IdGenError) -> IdGenError:
     """A fresh exception to raise in one caller's thread (tracebacks are per raise)."""
     return type(error)(*error.args)
-
-
-_FETCHER_IDLE_CHECK = 5.0
-"""Seconds between the idle fetcher thread's checks that its buffer still exists."""
-
-
-def _run_fetcher(buffer_ref: weakref.ref[DoubleBuffer], cond: threading.Condition) -> None:
-    """The fetcher thread: one ``_fetch_next()`` each time ``_start_fetch`` asks, until closed.
-
-    While it waits it holds its buffer only weakly, so that a buffer nobody closed
-    is still garbage-collected, and its thread then ends within the idle check.
-    """
-    while True:
-        buffer = buffer_ref()
-        if buffer is None:
-            return
-        with cond:
-            if buffer._closed:
-                return
-            asked = buffer._fetching
-            if not asked:
-                del buffer
-                cond.wait(_FETCHER_IDLE_CHECK)
-                continue
-        buffer._fetch_next()
-        del buffer
 
 
 class DoubleBuffer:
@@ -144,19 +85,13 @@ class DoubleBuffer:
         self._name = name
         self._preload_at = preload_at
         self._wait_timeout = wait_timeout
-        self._retry = retry
         self._cond = threading.Condition(threading.Lock())
-        self._stop = threading.Event()
+        self._fetcher = Fetcher(self, self._cond, fetch, name=name, retry=retry)
         # Guarded by _cond, except _ids, which the hot path reads without it.
         self._ids: Iterator[int] = iter(())
         self._rest: range | None = None  # the part of the current segment after the threshold
         self._next: Segment | None = None
         self._floor = floor
-        self._fetching = False  # true while a fetch is asked for or runs
-        self._fetcher: threading.Thread | None = None  # the fetcher thread, once started
-        self._error: IdGenError | None = None  # the last failed fetch
-        self._logged: str | None = None  # the last failure logged
-        self._exhausted = False
         self._closed = False
         self.fetches = 0
         """Segments fetched so far."""
@@ -212,10 +147,11 @@ class DoubleBuffer:
                     self._install(self._next)
                     continue
                 # Both segments are used up: wait for the fetcher.
-                if self._error is not None:
-                    error = self._error
-                    if not self._fetching and not self._exhausted:
-                        self._error = None  # a permanent error is reported once; the next call retries
+                fetcher = self._fetcher
+                if fetcher.error is not None:
+                    error = fetcher.error
+                    if not fetcher.busy and not fetcher.exhausted:
+                        fetcher.error = None  # a permanent error is reported once; the next call retries
                     raise _clone(error)
                 if deadline is None:
                     self.waits += 1
@@ -259,98 +195,33 @@ class DoubleBuffer:
                 if self._closed:
                     raise ServiceUnavailable(f"the ID generator for {self._name!r} is closed")
                 low = max(floor, self._floor)
-            segment = _fetch_above(fetch, low)
+            segment = fetch_above(fetch, low)
             with self._cond:
                 if self._closed:
                     raise ServiceUnavailable(f"the ID generator for {self._name!r} is closed")
                 if segment.start <= self._floor:
                     continue  # the buffer moved on during the fetch: go above where it is now
                 self.fetches += 1
-                self._error = None
+                self._fetcher.error = None
                 self._install(segment)
                 self._cond.notify_all()
                 return segment
 
     def _start_fetch(self) -> None:
-        """Ask the fetcher thread for a fetch unless one runs. Caller holds the lock.
+        """Ask the fetcher for the next segment unless it is here. Caller holds the lock."""
+        if self._next is None and not self._closed:
+            self._fetcher.request()
 
-        The thread is started once and then woken with a notify: it is the caller
-        that crosses the preload threshold that runs this, and starting a thread
-        per fetch cost that call 40 µs at the median and 1.5 ms at p90 on the
-        benchmark machine under load (``Thread.start()`` waits for the new thread
-        to run), where a notify costs 9 µs and 25 µs (benchmarks/RESULTS.md). The
-        price: while callers keep the GIL busy, the woken thread starts its fetch
-        up to one switch interval (5 ms) later, against segments that dynamic
-        step sizing makes last a second or more.
-        """
-        if self._fetching or self._next is not None or self._exhausted or self._closed:
-            return
-        self._error = None
-        thread = self._fetcher
-        if thread is not None and thread.is_alive():
-            self._fetching = True
-            self._cond.notify_all()
-            return
-        thread = threading.Thread(
-            target=_run_fetcher, args=(weakref.ref(self), self._cond),
-            name=f"idgen-fetch-{self._name}", daemon=True,
-        )
-        self._fetcher, self._fetching = thread, True
-        thread.start()
-
-    def _fetch_next(self) -> None:
-        """Fetch one segment, retrying transient failures (``retry``) until closed."""
-        attempt = 0
-        while True:
-            with self._cond:
-                floor = self._floor
-            try:
-                segment = _fetch_above(self._fetch, floor)
-            except Exception as exc:  # noqa: BLE001 - every failure is handed to callers
-                with self._cond:
-                    if self._failed(_as_idgen_error(exc, self._name)):
-                        return
-            else:
-                with self._cond:
-                    if segment.start > self._floor or self._closed:
-                        self._fetched(segment)
-                        return
-                    # skip_past() moved the floor while this fetch ran: installing the
-                    # segment would hand out IDs below ones already given. Fetch again.
-                    continue
-            attempt += 1
-            if self._stop.wait(self._retry.delay(attempt)):
-                with self._cond:
-                    self._fetching = False
-                    self._cond.notify_all()
-                return
-
-    def _fetched(self, segment: Segment) -> None:
-        """Keep ``segment`` as the next one. Caller holds the lock."""
+    def _take(self, segment: Segment) -> bool:
+        """Keep the fetcher's segment as the next one; False if it is no longer above
+        the floor (``skip_past`` moved it during the fetch). Caller holds the lock."""
+        if segment.start <= self._floor and not self._closed:
+            return False
         self.fetches += 1
-        self._error = None
-        self._logged = None
+        self._fetcher.error = None
         if not self._closed:
             self._next = segment
-        self._fetching = False
-        self._cond.notify_all()
-
-    def _failed(self, error: IdGenError) -> bool:
-        """Record a failed fetch for callers; True if the fetcher should stop retrying.
-        Caller holds the lock."""
-        # Once per kind of failure, not once per retry: a refusal lasts until a
-        # person acts, and the retries would bury everything else in the log.
-        if str(error) != self._logged:
-            log.warning("fetching a segment for %r failed: %s", self._name, error)
-            self._logged = str(error)
-        self._error = error
-        if isinstance(error, IdSpaceExhausted):
-            self._exhausted = True
-        stop = isinstance(error, _PERMANENT) or self._closed
-        if stop:
-            self._fetching = False
-        self._cond.notify_all()
-        return stop
+        return True
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -365,11 +236,8 @@ class DoubleBuffer:
         with self._cond:
             self._closed = True
             self._ids, self._rest = iter(()), None
-            fetcher = self._fetcher
             self._cond.notify_all()
-        self._stop.set()
-        if fetcher is not None and fetcher is not threading.current_thread():
-            fetcher.join(timeout)
+        self._fetcher.stop(timeout)
 
     def __enter__(self) -> DoubleBuffer:
         return self
