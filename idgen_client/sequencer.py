@@ -5,57 +5,32 @@ stamps on each. Seqs are IDs of the local generator, so they are unique and
 cost a function call; they are not consecutive, so each stamp also carries the
 group's previous seq (``Stamp(seq, prev_seq)``) and a receiver that misses a
 message sees the chain break (``idgen_client.receiver``). Nothing is written
-per message: what keeps a group's seqs increasing is this.
+per message. What keeps a group's seqs increasing (docs/design.md, section 9,
+has the whole argument):
 
-1. A group's stamps are serialized by one of 64 locks, picked by the group's
-   hash. Under it the group's last seq is read, an ID drawn, checked to lie
-   above it, and stored; so ``prev_seq -> seq`` links form one chain per
-   group, in the order ``stamp()`` returns. Why 64 and not one: under the GIL
-   a thread is sometimes preempted while it holds the lock, and with one lock
-   every other thread then queues behind it: 8 threads made 0.33 M stamps/s
-   with one lock, 1.6 M/s with 64 (benchmarks/bench_sequencer.py).
-2. The generator's IDs increase across segments, also with several databases
-   whose ``max_id``s lag each other: each fetch passes its floor. The sequencer
-   still checks every seq against the group's floor, and when the generator
-   lies below it (a loader's value from another process, see 4) it does not
-   draw IDs until it passes: ``generator.skip_past(floor)`` fetches a segment
-   above the floor in one ``NextSegment``, moving a lagging database forward.
-3. Restart, ``kill -9`` included. On construction the sequencer calls
-   ``generator.skip_past_all()``: ``NextSegment`` with ``above_all``, for which
-   the server reads every database's ``max_id`` and allocates above the
-   highest (UNAVAILABLE if one cannot be read). Every seq stamped before, by
-   any process, was an ID of a segment that committed before it was handed
-   out, so it is at most that database's ``max_id`` then, and ``max_id`` only
-   grows: so every seq stamped before is at or below the new segment's start
-   minus one, the *horizon*, and every seq stamped from now on is above it.
-   With one database a plain allocation already gives this (a generator
-   without ``skip_past_all`` is moved to a fresh segment with ``skip_past``);
-   with several, a restarted process could otherwise get a segment from a
-   lagging database.
-4. Handover and return from eviction. A group the sequencer does not remember
-   (new to it, moved from another process, forgotten, or from before a
-   restart) starts above ``max(horizon, loaded)``, where ``loaded`` is what
-   the application's ``loader(group_id)`` returns (e.g. the highest seq in its
-   message store), and its first ``prev_seq`` is ``loaded``. Without a loader
-   the first ``prev_seq`` is the horizon: an upper bound of the group's last
-   seq, so a receiver sees a possible gap and asks the store, which has the
-   missing messages or none (``Receiver.skip``). Never a seq at or below one
-   handed out before.
-5. Retries. ``stamp(group_id, client_msg_id)`` again within ``retry_window``
-   seconds returns the same ``Stamp``, as long as fewer than ``max_retries``
-   other stamps with a ``client_msg_id`` were made since. The log of those is
-   apart from the groups, so eviction does not shorten it. Not kept across
-   restarts: receivers still drop duplicates by message ID.
-6. Memory. The groups form one LRU of at most ``max_groups`` (plus, for an
-   instant, one per thread stamping concurrently): the least recently stamped
-   group is forgotten first, and the horizon is raised to its last seq as it
-   is, which is what 4 needs. About 100 bytes per group plus its id.
+1. A group's stamps are serialized by one of 64 locks, picked by its hash:
+   its last seq is read, an ID drawn, checked to lie above, stored. One lock
+   for all made 0.33 M stamps/s with 8 threads, 64 made 1.6 M/s
+   (benchmarks/bench_sequencer.py): a thread preempted holding the one lock
+   made every other thread queue.
+2. A generator below a group's floor is moved past it with
+   ``generator.skip_past(floor)`` (one ``NextSegment``), not drained.
+3. Restart, ``kill -9`` included: construction calls
+   ``generator.skip_past_all()`` (``NextSegment`` with ``above_all``); every
+   seq stamped before, by any process, is at or below that segment's start
+   minus one, the *horizon*.
+4. A group the sequencer does not remember starts above ``max(horizon,
+   loaded)``, ``loaded`` being what ``loader(group_id)`` returns (e.g. the
+   highest seq in the message store); its first ``prev_seq`` is ``loaded``, or
+   without a loader the horizon, so a receiver checks for a gap.
+5. ``stamp(group_id, client_msg_id)`` again within ``retry_window`` seconds
+   returns the same ``Stamp`` (``idgen_client.retries``).
+6. At most ``max_groups`` groups are remembered (an LRU); forgetting one
+   raises the horizon to its last seq, which is what 4 needs.
 
 Thread-safety also relies on the GIL making each single ``OrderedDict`` call
-atomic (as the double buffer does for ``next()``); other stripes' threads may
-evict a group while its stamp runs, which is why a stamp writes its seq back
-whether or not the group is still there, and eviction updates the horizon
-under its own lock.
+atomic; another stripe's thread may evict a group while its stamp runs, which
+is why a stamp writes its seq back whether or not the group is still there.
 """
 from __future__ import annotations
 
@@ -276,7 +251,7 @@ class Sequencer:
 
         The group's stripe lock is held. An evicted group's last seq raises the
         horizon in the same critical section as its removal, so whoever meets
-        the group next reads a horizon at or above it (module note 4).
+        the group next reads a horizon at or above it (module notes 4 and 6).
         """
         groups = self._groups
         groups[group_id] = seq
