@@ -26,9 +26,11 @@ from idgen_core.segment import MAX_COUNT, validate_biz_type
 from idgen_server.defaults import (
     DATA_DIR_ENV,
     DEFAULT_ADDRESS,
+    DEFAULT_BIZ_TYPE,
     DEFAULT_DB_TIMEOUT,
     DEFAULT_STEP,
     DEFAULT_WORKERS,
+    EMBEDDED_FILE,
     MAX_WORKERS,
 )
 from idgen_server.rows import MAX_ROW_STEP
@@ -96,9 +98,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gRPC server",
                            description="Run the gRPC server. Without --db it uses the embedded "
-                           f"SQLite database idgen.db in ${DATA_DIR_ENV}, else in the per-user "
+                           f"SQLite database {EMBEDDED_FILE} in ${DATA_DIR_ENV}, else in the per-user "
                            "data directory (~/.local/share/idgen on Linux), creating its schema "
-                           "and a biz type named 'default'.")
+                           f"and a biz type named {DEFAULT_BIZ_TYPE!r}.")
     serve.add_argument("--db", action="append", metavar="URL",
                        help="a database (SQLAlchemy URL); repeat for several: DB k of n serves "
                        "IDs = k (mod n). Env IDGEN_DB (comma-separated). Default: the embedded database")
