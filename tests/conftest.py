@@ -4,13 +4,13 @@ from __future__ import annotations
 import os
 import pathlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.databases import MariaDB, PostgreSQL
+from tests.support.databases import MariaDB, PostgreSQL, database_kinds, database_maker
 from tests.support.servers import ServerProcess
+from tests.support.waiting import wait_until
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -59,15 +59,10 @@ def sqlite_url(tmp_path: os.PathLike[str]) -> str:
     return f"sqlite:///{tmp_path}/idgen.db"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb),
-                        pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=database_kinds("sqlite", "mariadb", "postgres"))
 def db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
     """A fresh database of each kind idgen supports."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/idgen.db"
-    if request.param == "mariadb":
-        return request.getfixturevalue("mariadb_server").create()
-    return request.getfixturevalue("postgres_server").create()
+    return database_maker(request, request.param, tmp_path)()
 
 
 @pytest.fixture
@@ -99,11 +94,10 @@ def no_idgen_thread_outlives_its_test() -> Iterator[None]:
     """Every background thread idgen starts is stopped by its owner's close()."""
     before = set(threading.enumerate())
     yield
-    deadline = time.monotonic() + 10
-    while True:
-        leaked = [t for t in threading.enumerate()
-                  if t not in before and t.name.startswith("idgen-") and t.is_alive()]
-        if not leaked or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert not leaked, f"threads outlived the test: {[t.name for t in leaked]}"
+
+    def leaked() -> list[str]:
+        return [t.name for t in threading.enumerate()
+                if t not in before and t.name.startswith("idgen-") and t.is_alive()]
+
+    wait_until(lambda: not leaked(), 10,
+               lambda: f"idgen's threads to end; threads outlived the test: {leaked()}")

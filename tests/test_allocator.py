@@ -1,8 +1,6 @@
 """Allocation from real databases: SQLite, MariaDB and PostgreSQL."""
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from idgen_client import (
@@ -16,13 +14,18 @@ from idgen_client import (
 from idgen_core.errors import StorageUnavailable
 from idgen_server.allocator import Allocator
 from idgen_server.registry import register
+from idgen_server.rows import residue_class
 from idgen_server.store import SegmentStore
+from tests.support.fakes import spy
+from tests.support.proxy import behind_proxy
+from tests.support.stores import edit_row, open_stores, registered
+from tests.support.threads import run_threads
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
 def store(db_url):
-    store = SegmentStore(db_url)
-    store.create_schema()
+    [store] = open_stores([db_url])
     yield store
     store.close()
 
@@ -56,10 +59,11 @@ def test_segments_are_consecutive_claims_of_step(store):
 
 
 def test_registering_again_alike_is_harmless_and_differently_is_a_conflict(store):
-    assert store.register("order", step=100, delta=2, remainder=1) is True
-    assert store.register("order", step=100, delta=2, remainder=1) is False
+    delta, remainder = residue_class(1, 2)  # the second database of two
+    assert store.register("order", step=100, delta=delta, remainder=remainder) is True
+    assert store.register("order", step=100, delta=delta, remainder=remainder) is False
     with pytest.raises(BizTypeConflict, match="step is 100, not 50"):
-        store.register("order", step=50, delta=2, remainder=1)
+        store.register("order", step=50, delta=delta, remainder=remainder)
 
 
 def test_unknown_biz_type_is_named_with_the_fix(store):
@@ -76,8 +80,7 @@ def test_floor_moves_a_lagging_row_forward(store):
 
 def test_top_of_int64_ends_in_exhaustion_not_a_wrap(store):
     store.register("order", step=1000)
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql(f"UPDATE idgen_segment SET max_id = {INT64_MAX - 1500}")
+    edit_row(store, "order", f"max_id = {INT64_MAX - 1500}")
     first = store.allocate("order")
     last = store.allocate("order")
     assert (first.end, last.start, last.end) == (INT64_MAX - 500, INT64_MAX - 499, INT64_MAX)
@@ -94,21 +97,14 @@ def test_threads_racing_on_one_row_get_disjoint_segments(store):
         for _ in range(25):
             got.append(store.allocate("order").ids())
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, [()] * 8)
     ids = [i for r in got for i in r]
     assert len(ids) == len(set(ids)) == 8 * 25 * 10
     assert store.read("order").max_id == 2000
 
 
 def test_two_dbs_never_hand_out_the_same_id(db_url, sqlite_url):
-    stores = [SegmentStore(db_url), SegmentStore(sqlite_url.replace("idgen.db", "other.db"))]
-    for s in stores:
-        s.create_schema()
-    register(stores, "order", step=10)
+    stores = registered([db_url, sqlite_url.replace("idgen.db", "other.db")], "order", step=10)
     allocator = Allocator(stores)
     ids = [i for _ in range(40) for i in allocator.allocate("order").ids()]
     assert len(ids) == len(set(ids))
@@ -136,39 +132,20 @@ def test_unreachable_database_is_storage_unavailable_without_sql():
 
 @pytest.mark.mariadb
 def test_a_failed_db_is_benched_then_probed_back_into_turn(make_mariadb):
-    from tests.support.databases import MARIADB_HOST, MARIADB_PORT
-    from tests.support.proxy import TcpProxy
-
-    urls = [make_mariadb(), make_mariadb()]
-    proxy = TcpProxy(MARIADB_HOST, MARIADB_PORT)
-    stores = [SegmentStore(urls[0]),
-              SegmentStore(urls[1].replace(f":{MARIADB_PORT}/", f":{proxy.port}/"), timeout=1)]
-    for store in stores:
-        store.create_schema()
+    proxy, via_proxy = behind_proxy(make_mariadb())
+    stores = open_stores([make_mariadb()]) + open_stores([via_proxy], timeout=1)
     register(stores, "order", step=10)
-    attempts = [0, 0]
-    for k, store in enumerate(stores):
-        original = store.allocate
-
-        def counted(*args, _k=k, _original=original, **kwargs):
-            attempts[_k] += 1
-            return _original(*args, **kwargs)
-
-        store.allocate = counted  # type: ignore[method-assign]
+    attempts = [spy(store, "allocate") for store in stores]
     allocator = Allocator(stores, probe_interval=0.05)
     try:
         proxy.hang()
         parities = {allocator.allocate("order").start % 2 for _ in range(20)}
         assert parities == {0}
-        assert attempts[1] <= 1, "a benched database is not tried while another one serves"
+        assert len(attempts[1]) <= 1, "a benched database is not tried while another one serves"
         assert allocator.healthy() == [True, False]
         proxy.restore()
-        deadline = threading.Event()
-        for _ in range(400):
-            if allocator.healthy() == [True, True]:
-                break
-            deadline.wait(0.05)
-        assert allocator.healthy() == [True, True]
+        wait_until(lambda: allocator.healthy() == [True, True], 20,
+                   "the benched database to be probed back into turn", interval=0.05)
         assert {allocator.allocate("order").start % 2 for _ in range(4)} == {0, 1}
     finally:
         allocator.close()

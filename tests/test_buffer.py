@@ -14,33 +14,11 @@ from idgen_client import (
     UnknownBizType,
 )
 from idgen_core.buffer import DoubleBuffer
-from idgen_core.retry import Backoff
 from idgen_core.errors import StorageUnavailable
-
-
-class Source:
-    """A fetch function over an in-memory max_id, recording who called it."""
-
-    def __init__(self, step: int = 100, delta: int = 1, remainder: int = 0) -> None:
-        self.max_id = 0
-        self.step, self.delta, self.remainder = step, delta, remainder
-        self.threads: list[str] = []
-        self.floors: list[int] = []
-        self.fail: Exception | None = None
-        self.gate: threading.Event | None = None
-        self.lock = threading.Lock()
-
-    def __call__(self, floor: int) -> Segment:
-        self.threads.append(threading.current_thread().name)
-        self.floors.append(floor)
-        if self.gate is not None:
-            self.gate.wait(10)
-        if self.fail is not None:
-            raise self.fail
-        with self.lock:
-            low = max(self.max_id, floor)
-            self.max_id = low + self.step
-            return Segment.claimed(low, self.max_id, self.delta, self.remainder)
+from idgen_core.retry import Backoff
+from tests.support.fakes import Source, residue_sources
+from tests.support.threads import run_threads
+from tests.support.waiting import eventually
 
 
 def test_ids_increase_across_many_segments():
@@ -81,7 +59,7 @@ def test_each_fetch_asks_for_ids_above_the_segment_in_use():
 
 def test_a_lagging_source_is_moved_above_the_floor():
     """Two sources alternate, one far behind: the buffer's IDs still only increase."""
-    fast, slow = Source(step=50, delta=2, remainder=0), Source(step=50, delta=2, remainder=1)
+    fast, slow = residue_sources(2, step=50)
     fast.max_id = 10_000
     turn = iter(range(10**9))
 
@@ -102,11 +80,7 @@ def test_sixteen_threads_never_share_an_id_and_each_sees_increasing_ids():
                 out.append(buffer.next_id())
             out.extend(buffer.next_ids(333))
 
-        threads = [threading.Thread(target=work, args=(r,)) for r in results]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(work, [(r,) for r in results])
     every = [i for r in results for i in r]
     assert len(every) == len(set(every)) == 16 * 5333
     assert all(r == sorted(r) for r in results)
@@ -122,15 +96,9 @@ def test_transient_failure_surfaces_only_when_the_buffer_is_empty_and_heals():
         with pytest.raises(ServiceUnavailable, match="db down"):
             buffer.next_id()
         source.fail = None
-        deadline = threading.Event()
-        for _ in range(500):  # the loader retries on its own: poll with a deadline
-            try:
-                assert buffer.next_id() > served[-1]
-                break
-            except ServiceUnavailable:
-                deadline.wait(0.01)
-        else:
-            pytest.fail("the buffer did not recover after the source came back")
+        # The loader retries on its own: the buffer recovers after the source came back.
+        recovered = eventually(buffer.next_id, 5, errors=ServiceUnavailable, interval=0.01)
+        assert recovered > served[-1]
 
 
 @pytest.mark.parametrize("error", [UnknownBizType("no such biz"), IdSpaceExhausted("int64 used up")])

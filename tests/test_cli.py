@@ -6,8 +6,9 @@ import sqlite3
 
 import pytest
 
-from idgen_server.store import SegmentStore
-from tests.support.cli import idgen
+from tests.support.cli import add_biz, db_args, idgen, init_db
+from tests.support.stores import read_row
+from tests.support.waiting import wait_until
 
 
 def test_serve_with_no_setup_then_next_prints_five_increasing_ids(tmp_path, data_dir,
@@ -23,8 +24,8 @@ def test_serve_with_no_setup_then_next_prints_five_increasing_ids(tmp_path, data
 
 def test_environment_variables_configure_the_server(tmp_path, start_server, monkeypatch):
     url = f"sqlite:///{tmp_path}/env.db"
-    assert idgen("init-db", "--db", url).returncode == 0
-    assert idgen("add-biz", "env", "--db", url).returncode == 0
+    init_db(url)
+    add_biz("env", url)
     server = start_server([], listen="", env={"IDGEN_DB": url, "IDGEN_LISTEN": "127.0.0.1:0"})
     result = idgen("next", "env", "--target", server.address)
     assert result.returncode == 0 and int(result.stdout) == 1
@@ -38,19 +39,19 @@ def test_init_db_twice_is_harmless(sqlite_url):
 
 def test_add_biz_over_two_dbs_gives_each_its_residue_class(tmp_path):
     urls = [f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"]
-    args = ["--db", urls[0], "--db", urls[1]]
+    args = db_args(urls)
     assert idgen("init-db", *args).returncode == 0
     first = idgen("add-biz", "order", "--step", "100", *args)
     again = idgen("add-biz", "order", "--step", "100", *args)
     assert first.returncode == again.returncode == 0
     assert "already registered" in again.stdout
-    rows = [SegmentStore(u).read("order") for u in urls]
+    rows = [read_row(u, "order") for u in urls]
     assert [(r.delta, r.remainder, r.step) for r in rows] == [(2, 0, 100), (2, 1, 100)]
 
 
 def test_add_biz_with_conflicting_arguments_says_what_conflicts(sqlite_url):
-    assert idgen("init-db", "--db", sqlite_url).returncode == 0
-    assert idgen("add-biz", "order", "--step", "100", "--db", sqlite_url).returncode == 0
+    init_db(sqlite_url)
+    add_biz("order", sqlite_url, step=100)
     result = idgen("add-biz", "order", "--step", "500", "--db", sqlite_url)
     assert result.returncode == 1
     assert "step is 100, not 500" in result.stderr
@@ -58,17 +59,18 @@ def test_add_biz_with_conflicting_arguments_says_what_conflicts(sqlite_url):
 
 def test_a_biz_type_added_while_the_server_runs_is_served_without_restart(sqlite_url,
                                                                           start_server):
-    assert idgen("init-db", "--db", sqlite_url).returncode == 0
+    init_db(sqlite_url)
     server = start_server([sqlite_url])
     before = idgen("next", "late", "--target", server.address)
     assert before.returncode == 1 and "not registered" in before.stderr
-    assert idgen("add-biz", "late", "--db", sqlite_url).returncode == 0
-    deadline_tries = 0
-    while True:  # the server remembers an unknown name for at most a second
-        after = idgen("next", "late", "--target", server.address)
-        if after.returncode == 0 or deadline_tries > 50:
-            break
-        deadline_tries += 1
+    add_biz("late", sqlite_url)
+
+    def served():
+        result = idgen("next", "late", "--target", server.address)
+        return result if result.returncode == 0 else None
+
+    # The server remembers an unknown name for at most a second.
+    after = wait_until(served, 30, "the server to serve 'late'")
     assert after.returncode == 0 and int(after.stdout) == 1
 
 
@@ -104,8 +106,8 @@ def test_bad_arguments_exit_2_with_a_reason(tmp_path, args, message):
 
 def test_a_config_file_configures_the_server_and_flags_win(tmp_path, start_server):
     url = f"sqlite:///{tmp_path}/file.db"
-    assert idgen("init-db", "--db", url).returncode == 0
-    assert idgen("add-biz", "fromfile", "--db", url).returncode == 0
+    init_db(url)
+    add_biz("fromfile", url)
     config = tmp_path / "idgen.toml"
     config.write_text(f'db = ["{url}"]\nlisten = "127.0.0.1:1"\nworkers = 4\n')
     server = start_server([], extra_args=["--config", str(config)])  # --listen 127.0.0.1:0 wins

@@ -1,21 +1,20 @@
 """The client library against real servers: failover, local generation, metrics."""
 from __future__ import annotations
 
-import threading
 import urllib.request
 
 import pytest
 
 from idgen_client import LocalGenerator, RemoteClient
-from idgen_server.store import SegmentStore
+from tests.support.fakes import spy
+from tests.support.servers import free_port
+from tests.support.stores import prepare, read_row
+from tests.support.threads import run_threads
 
 
 @pytest.fixture
 def order_db(sqlite_url):
-    store = SegmentStore(sqlite_url)
-    store.create_schema()
-    store.register("order", step=1000)
-    store.close()
+    prepare([sqlite_url], "order", step=1000)
     return sqlite_url
 
 
@@ -24,7 +23,7 @@ def test_remote_client_fails_over_when_a_server_is_killed(order_db, start_server
     with RemoteClient([s.address for s in servers], timeout=2, retries=4) as client:
         before = [i for _ in range(20) for i in client.next_ids("order", 10)]
         servers[0].kill()
-        allocated_at_kill = SegmentStore(order_db).read("order").max_id
+        allocated_at_kill = read_row(order_db, "order").max_id
         after = [i for _ in range(20) for i in client.next_ids("order", 10)]  # no error
     servers[0].start()  # a fresh process on the same port
     with RemoteClient(servers[0].address) as restarted:
@@ -38,15 +37,8 @@ def test_remote_client_fails_over_when_a_server_is_killed(order_db, start_server
 
 def test_local_generator_steady_state_stays_off_the_network(order_db, start_server):
     server = start_server([order_db])
-    fetching_threads: list[str] = []
     with RemoteClient(server.address) as client:
-        client_next_segment = client.next_segment
-
-        def watched_fetch(biz_type: str, floor: int = 0, steps: int = 1):
-            fetching_threads.append(threading.current_thread().name)
-            return client_next_segment(biz_type, floor, steps)
-
-        client.next_segment = watched_fetch  # type: ignore[method-assign]
+        fetching_threads = spy(client, "next_segment")
         with LocalGenerator("order", client) as generator:
             # A tight loop: segments grow (dynamic step) until they outlast a fetch.
             ids = [generator.next_id() for _ in range(3_000_000)]
@@ -67,22 +59,14 @@ def test_local_generators_in_many_threads_share_nothing(order_db, start_server):
             for _ in range(10_000):
                 out.append(generator.next_id())
 
-        threads = [threading.Thread(target=work, args=(r,)) for r in results]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(work, [(r,) for r in results])
     every = [i for r in results for i in r]
     assert len(every) == len(set(every)) == 80_000
     assert all(r == sorted(r) for r in results)
 
 
 def test_metrics_endpoint_reports_allocation(order_db, start_server):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = start_server([order_db], extra_args=["--metrics-port", str(port)])
     with RemoteClient(server.address) as client:
         client.next_ids("order", 10)

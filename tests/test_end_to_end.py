@@ -1,12 +1,11 @@
 """Three real servers on one MariaDB, sixteen client threads, a million IDs: no duplicate."""
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from idgen_client import LocalGenerator, RemoteClient
-from idgen_server.store import SegmentStore
+from tests.support.stores import prepare
+from tests.support.threads import run_threads
 
 TOTAL = 1_000_000
 THREADS = 16
@@ -17,14 +16,10 @@ LOCAL_THREADS = 4  # of the 16, these use LocalGenerator (NextSegment); the rest
 @pytest.mark.slow
 def test_three_servers_sixteen_threads_a_million_ids_no_duplicate(mariadb_url, start_server,
                                                                   capsys):
-    store = SegmentStore(mariadb_url)
-    store.create_schema()
-    store.register("e2e", step=20_000)
-    store.close()
+    prepare([mariadb_url], "e2e", step=20_000)
     servers = [start_server([mariadb_url]) for _ in range(3)]
     per_thread = TOTAL // THREADS
     results: list[list[int]] = [[] for _ in range(THREADS)]
-    errors: list[BaseException] = []
 
     def remote(index: int) -> None:
         with RemoteClient(servers[index % 3].address) as client:
@@ -38,17 +33,9 @@ def test_three_servers_sixteen_threads_a_million_ids_no_duplicate(mariadb_url, s
                 out.append(generator.next_id())
 
     def run(index: int) -> None:
-        try:
-            (local if index < LOCAL_THREADS else remote)(index)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        (local if index < LOCAL_THREADS else remote)(index)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_threads(run, [(i,) for i in range(THREADS)])  # raises what any thread raised
     every = [i for r in results for i in r]
     assert len(every) >= TOTAL
     duplicates = len(every) - len(set(every))

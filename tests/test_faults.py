@@ -4,7 +4,6 @@ Each test injects one kind of fault and checks the behaviour idgen promises for 
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import grpc
@@ -18,68 +17,30 @@ from idgen_client import (
     RemoteClient,
     ServiceUnavailable,
 )
-from idgen_server.registry import register
-from idgen_server.store import SegmentStore
-from idgen_wire import idgen_pb2, idgen_pb2_grpc
-from tests.support.databases import MARIADB_HOST, MARIADB_PORT
-from tests.support.proxy import TcpProxy
+from idgen_wire import idgen_pb2
+from tests.support.servers import stub_to
+from tests.support.stores import ProxiedDatabases
+from tests.support.threads import Background
+from tests.support.waiting import eventually, wait_until
 
 pytestmark = pytest.mark.mariadb
 
 
-class Databases:
-    """n fresh MariaDB databases, each behind its own proxy; biz types registered in all."""
-
-    def __init__(self, make_mariadb, n: int) -> None:
-        self.urls = [make_mariadb() for _ in range(n)]
-        self.stores = [SegmentStore(url) for url in self.urls]
-        for store in self.stores:
-            store.create_schema()
-        self.proxies = [TcpProxy(MARIADB_HOST, MARIADB_PORT) for _ in self.urls]
-        self.proxied = [p.url(u) for p, u in zip(self.proxies, self.urls)]
-
-    def register(self, biz_type: str, step: int) -> None:
-        register(self.stores, biz_type, step=step)
-
-    def rows(self, biz_type: str):
-        """Each database's row, read directly, not through its proxy."""
-        return [store.read(biz_type) for store in self.stores]
-
-    def set_max_id(self, biz_type: str, max_id: int) -> None:
-        for store in self.stores:
-            with store.engine.begin() as conn:
-                conn.exec_driver_sql("UPDATE idgen_segment SET max_id = %s WHERE biz_type = %s",
-                                     (max_id, biz_type))
-
-    def close(self) -> None:
-        for proxy in self.proxies:
-            proxy.close()
-        for store in self.stores:
-            store.close()
-
-
 @pytest.fixture
 def two_dbs(make_mariadb):
-    dbs = Databases(make_mariadb, 2)
+    dbs = ProxiedDatabases([make_mariadb() for _ in range(2)])
     yield dbs
     dbs.close()
 
 
 @pytest.fixture
 def one_db(make_mariadb):
-    dbs = Databases(make_mariadb, 1)
+    dbs = ProxiedDatabases([make_mariadb()])
     yield dbs
     dbs.close()
 
 
-def wait_until(condition, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def allocations(dbs: Databases, biz_type: str) -> int:
+def allocations(dbs: ProxiedDatabases, biz_type: str) -> int:
     return sum(row.version for row in dbs.rows(biz_type))
 
 
@@ -118,19 +79,17 @@ def test_all_dbs_cut_local_generator_and_server_serve_their_buffers_then_unavail
     two_dbs.register("local", step=200)  # 100 IDs per segment
     two_dbs.register("remote", step=200)
     server = start_server(two_dbs.proxied)
-    client = RemoteClient(server.address, retries=1, timeout=2)
-    generator = LocalGenerator("local", client, wait_timeout=10)
-    stub_channel = grpc.insecure_channel(server.address)
-    stub = idgen_pb2_grpc.IdGeneratorStub(stub_channel)
+    with RemoteClient(server.address, retries=1, timeout=2) as client, \
+            LocalGenerator("local", client, wait_timeout=10) as generator, \
+            stub_to(server.address) as stub:
 
-    def next_remote(count: int = 1) -> list[int]:
-        return list(stub.NextId(idgen_pb2.NextIdRequest(biz_type="remote", count=count),
-                                timeout=10).ids)
+        def next_remote(count: int = 1) -> list[int]:
+            return list(stub.NextId(idgen_pb2.NextIdRequest(biz_type="remote", count=count),
+                                    timeout=10).ids)
 
-    try:
         seen = generator.next_ids(30) + next_remote(30)  # both cross the 20% preload mark
-        wait_until(lambda: generator.fetches == 2, what="the generator's preload")
-        wait_until(lambda: allocations(two_dbs, "remote") == 2, what="the server's preload")
+        wait_until(lambda: generator.fetches == 2, 20, "the generator's preload")
+        wait_until(lambda: allocations(two_dbs, "remote") == 2, 20, "the server's preload")
         for proxy in two_dbs.proxies:
             proxy.refuse()
 
@@ -151,23 +110,11 @@ def test_all_dbs_cut_local_generator_and_server_serve_their_buffers_then_unavail
 
         for proxy in two_dbs.proxies:
             proxy.restore()
-        recovered = {}
-
-        def recovers(name, draw):
-            try:
-                recovered[name] = draw()
-            except (IdGenError, grpc.RpcError):
-                return False
-            return True
-
-        wait_until(lambda: recovers("local", lambda: generator.next_ids(10)), 30,
-                   "the generator to recover")
-        wait_until(lambda: recovers("remote", lambda: next_remote(10)), 30,
-                   "the server to recover")
-    finally:
-        generator.close()
-        client.close()
-        stub_channel.close()
+        recovered = {  # each recovers by itself
+            "local": eventually(lambda: generator.next_ids(10), 30,
+                                errors=(IdGenError, grpc.RpcError), interval=0.02),
+            "remote": eventually(lambda: next_remote(10), 30,
+                                 errors=(IdGenError, grpc.RpcError), interval=0.02)}
     assert recovered["local"][0] > buffered[-1], "the generator's IDs still increase"
     local = seen[:30] + buffered + recovered["local"]
     remote = seen[30:] + served + recovered["remote"]
@@ -183,44 +130,32 @@ def test_killed_server_remote_clients_fail_over_and_its_buffered_ids_are_never_h
     a = start_server(two_dbs.urls)
     with RemoteClient(a.address) as only_a:
         from_a = only_a.next_ids("k", 300)  # A claims a segment and preloads a second
-    wait_until(lambda: allocations(two_dbs, "k") == 2, what="A's preload")
+    wait_until(lambda: allocations(two_dbs, "k") == 2, 20, "A's preload")
     # Everything A holds lies at or below each database's max_id now.
     at_kill = {k: row.max_id for k, row in enumerate(two_dbs.rows("k"))}
     b = start_server(two_dbs.urls)
 
-    calls: list[tuple[float, list[int]]] = []
-    errors: list[BaseException] = []
-    stop = threading.Event()
     client = RemoteClient([a.address, b.address], retries=4, timeout=2)
-
-    def load() -> None:
-        while not stop.is_set() and len(calls) < 10_000:
-            started = time.monotonic()
-            try:
-                calls.append((started, client.next_ids("k", 20)))
-            except IdGenError as exc:
-                errors.append(exc)
-
-    thread = threading.Thread(target=load, name="load")
-    thread.start()
+    load = Background(lambda: client.next_ids("k", 20), catch=IdGenError, max_calls=10_000,
+                      name="load")
     try:
-        wait_until(lambda: len(calls) >= 20, what="calls before the kill")
+        wait_until(lambda: len(load.calls) >= 20, 20, "calls before the kill")
         a.kill()
         killed = time.monotonic()
-        wait_until(lambda: sum(t > killed for t, _ in calls) >= 100, what="calls after the kill")
+        wait_until(lambda: sum(t > killed for t, _ in load.calls) >= 100, 20,
+                   "calls after the kill")
     finally:
-        stop.set()
-        thread.join(30)
+        load.stop(30)
         client.close()
     a.start()
     with RemoteClient(a.address) as restarted:
         from_restarted = restarted.next_ids("k", 300)
 
-    assert errors == [], "failover hides the dead server"
-    after_kill = [i for t, ids in calls if t > killed for i in ids] + from_restarted
+    assert load.errors == [], "failover hides the dead server"
+    after_kill = load.ids_after(killed) + from_restarted
     handed_out_again = [i for i in after_kill if i <= at_kill[i % 2]]
     assert handed_out_again == [], "nothing the dead server had buffered is handed out again"
-    everything = from_a + [i for _, ids in calls for i in ids] + from_restarted
+    everything = from_a + load.ids() + from_restarted
     assert len(set(everything)) == len(everything)
 
 
@@ -234,8 +169,7 @@ def test_int64_running_out_on_two_dbs_is_resource_exhausted_and_never_above_2_63
     two_dbs.set_max_id("top-local", INT64_MAX - 1500)
     server = start_server(two_dbs.urls)
     ids: list[int] = []
-    with grpc.insecure_channel(server.address) as channel:
-        stub = idgen_pb2_grpc.IdGeneratorStub(channel)
+    with stub_to(server.address) as stub:
         with pytest.raises(grpc.RpcError) as info:
             for _ in range(2000):
                 ids += stub.NextId(idgen_pb2.NextIdRequest(biz_type="top", count=1), timeout=10).ids
@@ -256,26 +190,30 @@ def test_int64_running_out_on_two_dbs_is_resource_exhausted_and_never_above_2_63
 
 # -- a connection dropped at the commit ------------------------------------------------
 
+def next_ids_across_a_dropped_commit(dbs: ProxiedDatabases, start_server, count: int,
+                                     **trap: bool) -> tuple[list[int], object]:
+    """Register ``c`` (step 100) in the one database and start a server that reaches it
+    through its proxy, which drops the connection at the first commit
+    (``drop_at_commit(1, **trap)``). Returns the IDs a client that retries got, and the drop."""
+    dbs.register("c", step=100)
+    server = start_server(dbs.proxied)
+    dbs.proxies[0].drop_at_commit(1, **trap)
+    with RemoteClient(server.address, retries=4) as client:
+        ids = client.next_ids("c", count)
+    [drop] = dbs.proxies[0].drops
+    return ids, drop
+
+
 def test_connection_dropped_between_update_and_commit_rolls_back_and_the_range_is_claimed_again(
         one_db, start_server):
-    one_db.register("c", step=100)
-    server = start_server(one_db.proxied)
-    one_db.proxies[0].drop_at_commit(1)
-    with RemoteClient(server.address, retries=4) as client:
-        ids = client.next_ids("c", 10)
-    [drop] = one_db.proxies[0].drops
+    ids, drop = next_ids_across_a_dropped_commit(one_db, start_server, 10)
     assert drop.when == "before" and drop.max_id == 100
     # The update never committed, so the retry claimed the very same range: (0, 100].
     assert ids == list(range(1, 11))
 
 
 def test_commit_whose_answer_is_lost_wastes_its_range_never_hands_it_out(one_db, start_server):
-    one_db.register("c", step=100)
-    server = start_server(one_db.proxied)
-    one_db.proxies[0].drop_at_commit(1, after=True)
-    with RemoteClient(server.address, retries=4) as client:
-        ids = client.next_ids("c", 150)
-    [drop] = one_db.proxies[0].drops
+    ids, drop = next_ids_across_a_dropped_commit(one_db, start_server, 150, after=True)
     assert drop.when == "after" and drop.max_id == 100
     assert one_db.rows("c")[0].max_id >= 300, "the lost range stays claimed"
     # (0, 100] committed but its answer was lost: wasted, never handed out.
@@ -295,19 +233,14 @@ def test_a_transaction_orphaned_between_update_and_commit_does_not_lock_the_db_f
     with RemoteClient(a.address, retries=0, timeout=1) as to_a:
         with pytest.raises(ServiceUnavailable):
             to_a.next_ids("o", 1)
-    wait_until(lambda: one_db.proxies[0].drops, what="the partition")
-    got: dict[str, list[int]] = {}
+    wait_until(lambda: one_db.proxies[0].drops, 20, "the partition")
 
-    def serves(name: str, address: str) -> bool:
-        try:
-            with RemoteClient(address, retries=0, timeout=5) as client:
-                got[name] = client.next_ids("o", 10)
-        except IdGenError:
-            return False
-        return True
+    def ten_ids_from(address: str) -> list[int]:
+        with RemoteClient(address, retries=0, timeout=5) as client:
+            return client.next_ids("o", 10)
 
     # MariaDB's default would keep the orphan for wait_timeout (8 hours); the servers'
     # sessions set idle_transaction_timeout, so it is rolled back within seconds.
-    wait_until(lambda: serves("b", b.address), 60, "server B to allocate past the orphan")
-    wait_until(lambda: serves("a", a.address), 60, "server A to allocate again")
-    assert len(set(got["a"] + got["b"])) == 20
+    from_b = eventually(lambda: ten_ids_from(b.address), 60, errors=IdGenError, interval=0.02)
+    from_a = eventually(lambda: ten_ids_from(a.address), 60, errors=IdGenError, interval=0.02)
+    assert len(set(from_a + from_b)) == 20

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -13,6 +11,7 @@ from idgen_cli.main import main
 from idgen_core.errors import InvalidRequest
 from idgen_core.segment import validate_biz_type
 from idgen_server.store import SegmentStore
+from tests.support.cli import idgen
 
 
 def run_in_process(capsys, *args: str) -> tuple[int, str]:
@@ -80,8 +79,7 @@ def test_bad_arguments_get_one_clear_line_and_status_2(capsys, tmp_path, monkeyp
     (["--db", "sqlite:///a.db", "--db", "sqlite:///a.db"], "given twice"),
 ])
 def test_serve_refuses_bad_settings_before_serving(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "idgen_cli", "serve", *args],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = idgen("serve", *args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert "serving on" not in result.stdout

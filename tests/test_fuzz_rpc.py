@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import random
 import socket
-import threading
-import time
 
 import grpc
 import pytest
@@ -18,9 +16,11 @@ from hypothesis import strategies as st
 
 from idgen_core.errors import InvalidRequest
 from idgen_core.segment import MAX_BIZ_TYPE_LENGTH, MAX_COUNT, validate_biz_type
-from idgen_server.store import SegmentStore
 from idgen_wire import idgen_pb2, idgen_pb2_grpc
 from tests.support.servers import ServerProcess
+from tests.support.stores import prepare
+from tests.support.threads import Background
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.slow]
 
@@ -41,22 +41,13 @@ class Served:
         self.channel = grpc.insecure_channel(self.server.address)
         self.stub = idgen_pb2_grpc.IdGeneratorStub(self.channel)
         self.stub.NextId(idgen_pb2.NextIdRequest(biz_type=REGISTERED, count=1), timeout=10)
-        self.bystander_ids: list[int] = []
-        self.bystander_errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._bystand, name="bystander")
-        self._thread.start()
-
-    def _bystand(self) -> None:
-        with grpc.insecure_channel(self.server.address) as channel:
-            stub = idgen_pb2_grpc.IdGeneratorStub(channel)
-            while not self._stop.wait(0.01) and len(self.bystander_ids) < 1_000_000:
-                try:
-                    reply = stub.NextId(idgen_pb2.NextIdRequest(biz_type=REGISTERED, count=5),
-                                        timeout=10)
-                    self.bystander_ids += reply.ids
-                except grpc.RpcError as exc:
-                    self.bystander_errors.append(exc)
+        # Five IDs every 10 ms, on a channel of its own, up to a million IDs.
+        self._bystander_channel = grpc.insecure_channel(self.server.address)
+        bystander_stub = idgen_pb2_grpc.IdGeneratorStub(self._bystander_channel)
+        self.bystander = Background(
+            lambda: bystander_stub.NextId(idgen_pb2.NextIdRequest(biz_type=REGISTERED, count=5),
+                                          timeout=10).ids,
+            catch=grpc.RpcError, pause=0.01, max_calls=1_000_000 // 5, name="bystander")
 
     def raw(self, method: str) -> grpc.UnaryUnaryMultiCallable:
         """A call that sends bytes as they are: the wire may carry what protobuf would not build."""
@@ -64,8 +55,8 @@ class Served:
                                         request_serializer=None, response_deserializer=None)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
+        self.bystander.stop(30)
+        self._bystander_channel.close()
         self.channel.close()
 
 
@@ -74,17 +65,15 @@ def served(mariadb_server, tmp_path_factory):
     # One server for the whole module (start_server is per test), so the bystander
     # sees every bad request of every test.
     url = mariadb_server.create()
-    store = SegmentStore(url)
-    store.create_schema()
-    store.register(REGISTERED, step=STEP)
-    store.close()
+    prepare([url], REGISTERED, step=STEP)
     process = ServerProcess([url], cwd=str(tmp_path_factory.mktemp("fuzz"))).start()
     s = Served(process)
     yield s
     s.close()
     process.stop()
-    assert s.bystander_errors == [], "bad input from others never fails a good caller"
-    assert len(s.bystander_ids) == len(set(s.bystander_ids)) > 0
+    assert s.bystander.errors == [], "bad input from others never fails a good caller"
+    ids = s.bystander.ids()
+    assert len(ids) == len(set(ids)) > 0
 
 
 def outcome(call, request, echo: str = ""):
@@ -279,7 +268,5 @@ def test_garbage_bytes_and_half_open_connections_do_not_stop_the_server(served):
         for sock in idle:
             sock.close()
     assert served.server.proc.poll() is None, "the server is still running"
-    deadline = time.monotonic() + 10
-    while len(served.bystander_ids) < 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(served.bystander_ids) >= 10
+    wait_until(lambda: len(served.bystander.ids()) >= 10, 10, "the bystander's calls",
+               interval=0.05)

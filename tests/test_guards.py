@@ -5,61 +5,30 @@ a plain SQL client, and checks that no ID is handed out twice because of it.
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from idgen_client import BizTypeMisconfigured, LocalGenerator, RemoteClient
 from idgen_server.allocator import Allocator
-from idgen_server.registry import register
 from idgen_server.store import SegmentStore
-from tests.support.cli import idgen
+from tests.support.cli import add_biz, db_args, idgen, init_db
+from tests.support.databases import database_kinds, database_maker
+from tests.support.proxy import behind_proxy
+from tests.support.stores import edit_row, open_stores, read_row, register_as, registered
+from tests.support.threads import run_threads
+from tests.support.waiting import eventually, wait_until
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+@pytest.fixture(params=database_kinds("sqlite", "mariadb"))
 def make_db(request, tmp_path):
     """Makes fresh empty databases of one kind: ``make_db()`` returns a URL."""
-    if request.param == "mariadb":
-        return request.getfixturevalue("mariadb_server").create
-    names = iter(range(100))
-    return lambda: f"sqlite:///{tmp_path}/db{next(names)}.db"
+    return database_maker(request, request.param, tmp_path)
 
 
-def init(*urls: str) -> None:
-    result = idgen("init-db", *dbs(urls))
-    assert result.returncode == 0, result.stderr
-
-
-def dbs(urls) -> list[str]:
-    return [arg for url in urls for arg in ("--db", url)]
-
-
-def edit(url: str, assignment: str, biz: str) -> None:
-    """Change a row by hand, as an operator with a SQL client would."""
-    store = SegmentStore(url)
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql(f"UPDATE idgen_segment SET {assignment} WHERE biz_type = '{biz}'")
-    store.close()
-
-
-def row(url: str, biz: str):
-    store = SegmentStore(url)
-    try:
-        return store.read(biz)
-    finally:
-        store.close()
-
-
-def eventually(call, timeout: float = 20.0):
-    """``call()``'s result once it stops raising, polling until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+def registered_by_cli(url: str, biz_type: str) -> str:
+    """``url``, after ``idgen init-db`` and ``idgen add-biz BIZ_TYPE --step 100`` on it."""
+    init_db(url)
+    add_biz(biz_type, url, step=100)
+    return url
 
 
 # -- rows registered apart ------------------------------------------------------------
@@ -67,10 +36,10 @@ def eventually(call, timeout: float = 20.0):
 def test_a_biz_type_registered_apart_in_two_databases_is_refused_and_others_are_served(
         make_db, start_server):
     a, b = make_db(), make_db()
-    init(a, b)
+    init_db(a, b)
     for one in (a, b):  # "later, a second database for availability", the wrong way
-        assert idgen("add-biz", "pay", "--db", one).returncode == 0
-    assert idgen("add-biz", "order", *dbs([a, b])).returncode == 0
+        add_biz("pay", one)
+    add_biz("order", a, b)
     servers = [start_server([a, b]) for _ in range(2)]
     for server in servers:
         with RemoteClient(server.address, retries=0) as client:
@@ -84,16 +53,16 @@ def test_a_biz_type_registered_apart_in_two_databases_is_refused_and_others_are_
         with LocalGenerator("pay", server.address) as generator, \
                 pytest.raises(BizTypeMisconfigured):
             generator.next_id()
-    assert row(a, "pay").max_id == row(b, "pay").max_id == 0  # nothing was handed out
+    assert read_row(a, "pay").max_id == read_row(b, "pay").max_id == 0  # nothing was handed out
     assert any("ERROR" in line and "'pay' is refused" in line for line in servers[0].output)
 
 
 def test_rows_of_two_registrations_are_refused_even_when_their_classes_look_right(
         make_db, start_server):
     a, b, c, d = (make_db() for _ in range(4))
-    init(a, b, c, d)
-    assert idgen("add-biz", "x", *dbs([a, b])).returncode == 0  # even in a, odd in b
-    assert idgen("add-biz", "x", *dbs([c, d])).returncode == 0  # even in c, odd in d
+    init_db(a, b, c, d)
+    add_biz("x", a, b)  # even in a, odd in b
+    add_biz("x", c, d)  # even in c, odd in d
     server = start_server([a, d])  # even and odd: yet c hands out a's IDs, b d's
     with RemoteClient(server.address, retries=0) as client:
         with pytest.raises(BizTypeMisconfigured, match="registered apart"):
@@ -102,60 +71,57 @@ def test_rows_of_two_registrations_are_refused_even_when_their_classes_look_righ
 
 def test_add_biz_refuses_to_spread_a_registered_biz_type_and_says_how_to_add_a_database(make_db):
     a, b = make_db(), make_db()
-    init(a, b)
-    assert idgen("add-biz", "pay", "--db", a).returncode == 0
-    result = idgen("add-biz", "pay", *dbs([a, b]))
+    init_db(a, b)
+    add_biz("pay", a)
+    result = idgen("add-biz", "pay", *db_args([a, b]))
     assert result.returncode == 1
     assert "registered for 1 database(s)" in result.stderr
     assert "Adding a database" in result.stderr
-    assert row(b, "pay") is None
+    assert read_row(b, "pay") is None
 
 
 def test_add_biz_refuses_rows_in_only_some_of_the_databases(make_db):
     a, b = make_db(), make_db()
-    init(a, b)
+    init_db(a, b)
     first = SegmentStore(a)  # half of a registration: a stopped run, or a database lost since
-    first.register("half", step=100, delta=2, remainder=0, registration="0123456789abcdef" * 2)
+    register_as(first, "half", step=100, index=0, count=2, registration="0123456789abcdef" * 2)
     first.close()
-    result = idgen("add-biz", "half", "--step", "100", *dbs([a, b]))
+    result = idgen("add-biz", "half", "--step", "100", *db_args([a, b]))
     assert result.returncode == 1 and "has no row of it" in result.stderr, result.stderr
-    assert row(b, "half") is None
+    assert read_row(b, "half") is None
 
 
 # -- a max_id moved back ----------------------------------------------------------------
 
 def test_a_lowered_max_id_is_never_handed_out_again_by_a_server_that_saw_it(make_db,
                                                                              start_server):
-    url = make_db()
-    init(url)
-    assert idgen("add-biz", "back", "--step", "100", "--db", url).returncode == 0
+    url = registered_by_cli(make_db(), "back")
     server = start_server([url])
     with RemoteClient(server.address) as client:
         before = [i for _ in range(5) for i in client.next_ids("back", 100)]
         before += list(client.next_segment("back").ids())
-        high = row(url, "back").max_id
-        edit(url, "max_id = 0", "back")  # a backup restored, or a hand edit
+        high = read_row(url, "back").max_id
+        edit_row(url, "back", "max_id = 0")  # a backup restored, or a hand edit
         fresh = list(client.next_segment("back").ids())  # floor 0, as from a fresh client
         buffered = client.next_ids("back", 1000)  # from before the edit, then fresh segments
     assert min(fresh) > high and buffered[-1] > high
     every = before + fresh + buffered
     assert len(every) == len(set(every))
-    assert row(url, "back").max_id > high
+    assert read_row(url, "back").max_id > high
     assert any("ERROR" in line and "reported max_id 0 for 'back', below what this server had "
                "seen" in line for line in server.output)
 
 
 def test_a_lowered_max_id_is_moved_back_up_before_any_server_allocates(make_db, start_server):
-    url = make_db()
-    init(url)
-    assert idgen("add-biz", "back", "--step", "100", "--db", url).returncode == 0
+    url = registered_by_cli(make_db(), "back")
     server = start_server([url])
     with RemoteClient(server.address) as client:
         client.next_segment("back")
-    high = row(url, "back").max_id
-    edit(url, f"max_id = {high // 2}", "back")
+    high = read_row(url, "back").max_id
+    edit_row(url, "back", f"max_id = {high // 2}")
     # No call at all: the server's watch finds the row below what it saw and moves it.
-    eventually(lambda: _assert(row(url, "back").max_id >= high))
+    wait_until(lambda: read_row(url, "back").max_id >= high, 20, "the row moved back up",
+               interval=0.1, ignoring=Exception)
     assert any(f"reported max_id {high // 2} for 'back', below what this server had seen"
                in line and f"moved it back up to {high}." in line for line in server.output)
 
@@ -163,23 +129,18 @@ def test_a_lowered_max_id_is_moved_back_up_before_any_server_allocates(make_db, 
 def test_a_server_that_only_read_a_row_guards_what_it_read(db_url):
     """What the watch reads counts as seen: a server that never allocated from a row
     still refuses to go below it, and moves it back up."""
-    store = SegmentStore(db_url)
-    store.create_schema()
-    store.register("watched", step=10)
+    [store] = registered([db_url], "watched", step=10)
     writer = SegmentStore(db_url)
     high = max(writer.allocate("watched").end for _ in range(3))  # another server's allocations
     writer.close()
     with Allocator([store], watch_interval=0.05, probe_interval=0.02) as allocator:
         assert not allocator.exists("nothing")  # starts the watch
-        eventually(lambda: _assert(store.high_water("watched") == high))
-        edit(db_url, "max_id = 1", "watched")
-        eventually(lambda: _assert(row(db_url, "watched").max_id == high))
+        wait_until(lambda: store.high_water("watched") == high, 20, "the watch to read the row",
+                   interval=0.1)
+        edit_row(db_url, "watched", "max_id = 1")
+        wait_until(lambda: read_row(db_url, "watched").max_id == high, 20, "the row moved back up",
+                   interval=0.1, ignoring=Exception)
         assert allocator.allocate("watched").start == high + 1
-
-
-def _assert(condition: bool) -> bool:
-    assert condition
-    return condition
 
 
 # -- damaged rows ---------------------------------------------------------------------
@@ -195,10 +156,8 @@ def _assert(condition: bool) -> bool:
 ])
 def test_a_damaged_row_is_named_and_served_again_once_repaired(make_db, start_server,
                                                                damage, repair, named):
-    url = make_db()
-    init(url)
-    assert idgen("add-biz", "dmg", "--step", "100", "--db", url).returncode == 0
-    edit(url, damage, "dmg")
+    url = registered_by_cli(make_db(), "dmg")
+    edit_row(url, "dmg", damage)
     server = start_server([url])
     with RemoteClient(server.address, retries=0) as client:
         for call in (lambda: client.next_ids("dmg", 1), lambda: client.next_segment("dmg")):
@@ -206,7 +165,7 @@ def test_a_damaged_row_is_named_and_served_again_once_repaired(make_db, start_se
                 call()
             assert f"'dmg' has a damaged row in {SegmentStore(url).name}: {named}" \
                 in str(info.value)
-        edit(url, repair, "dmg")
+        edit_row(url, "dmg", repair)
         ids = eventually(lambda: client.next_ids("dmg", 5))  # no restart
         segment = eventually(lambda: client.next_segment("dmg"))
     assert ids == sorted(set(ids)) and ids[0] >= 1 and segment.start > ids[-1]
@@ -238,20 +197,19 @@ def test_an_embedded_database_left_in_the_working_directory_is_not_silently_repl
 def test_add_biz_refuses_to_complete_a_registration_some_database_already_allocated_from(
         make_db):
     a, b, c = make_db(), make_db(), make_db()
-    init(a, b, c)
-    assert idgen("add-biz", "x", "--step", "10", *dbs([a, b])).returncode == 0
+    init_db(a, b, c)
+    add_biz("x", a, b, step=10)
     store = SegmentStore(b)
     store.allocate("x")  # b hands out odd IDs, then is lost; c is to take its place
     store.close()
-    result = idgen("add-biz", "x", "--step", "10", *dbs([a, c]))
+    result = idgen("add-biz", "x", "--step", "10", *db_args([a, c]))
     assert result.returncode == 1 and "has no row of it" in result.stderr
-    assert row(c, "x") is None
+    assert read_row(c, "x") is None
 
 
 @pytest.mark.parametrize("value", ["'abc'", "9e999", "1.5", "NULL"])
 def test_a_sqlite_row_holding_what_is_not_a_whole_number_is_damaged(sqlite_url, value):
-    store = SegmentStore(sqlite_url)
-    store.create_schema()
+    [store] = open_stores([sqlite_url])
     store.register("typed", step=10)
     store.register("other", step=10)
     with store.engine.begin() as conn:  # SQLite keeps what a hand edit puts in
@@ -264,21 +222,16 @@ def test_a_sqlite_row_holding_what_is_not_a_whole_number_is_damaged(sqlite_url, 
             allocator.allocate("typed")
         assert allocator.allocate("other").start == 1  # the rest of the table is served
         assert allocator.exists("typed")
-        eventually(lambda: _assert(allocator.healthy() == [True]))
+        wait_until(lambda: allocator.healthy() == [True], 20, "the database to be healthy",
+                   interval=0.1)
 
 
 def test_a_clash_stays_refused_while_the_clashing_database_cannot_be_read(mariadb_url,
                                                                            make_mariadb):
-    from tests.support.databases import MARIADB_HOST, MARIADB_PORT
-    from tests.support.proxy import TcpProxy
-
-    proxy = TcpProxy(MARIADB_HOST, MARIADB_PORT)
-    urls = [mariadb_url, proxy.url(make_mariadb())]
-    stores = [SegmentStore(u, timeout=1) for u in urls]
-    for store in stores:
-        store.create_schema()
-    register(stores, "x", step=10)
-    edit(urls[1], "remainder = 0", "x")  # both hand out even IDs
+    proxy, via_proxy = behind_proxy(make_mariadb())
+    urls = [mariadb_url, via_proxy]
+    stores = registered(urls, "x", step=10, timeout=1)
+    edit_row(urls[1], "x", "remainder = 0")  # both hand out even IDs
     try:
         with Allocator(stores) as allocator:
             for _ in range(2):
@@ -290,54 +243,39 @@ def test_a_clash_stays_refused_while_the_clashing_database_cannot_be_read(mariad
                     allocator.allocate("x")
     finally:
         proxy.close()
-    assert row(urls[0], "x").max_id == 0
+    assert read_row(urls[0], "x").max_id == 0
 
 
 def test_a_database_whose_class_changes_while_serving_starts_above_everything_seen(db_url,
                                                                                     sqlite_url):
     urls = [db_url, sqlite_url.replace("idgen.db", "other.db")]
-    stores = [SegmentStore(u) for u in urls]
-    for store in stores:
-        store.create_schema()
-    register(stores, "swap", step=10)
+    stores = registered(urls, "swap", step=10)
     with Allocator(stores) as allocator:
         before = [i for _ in range(6) for i in allocator.allocate("swap").ids()]
         before += [i for _ in range(5) for i in stores[1].allocate("swap").ids()]  # ahead
         # Two rows swapped by hand: still one valid set, but each database's next IDs are
         # of the class the other one handed out, up to where that one got.
-        edit(urls[0], "remainder = 1", "swap")
-        edit(urls[1], "remainder = 0", "swap")
+        edit_row(urls[0], "swap", "remainder = 1")
+        edit_row(urls[1], "swap", "remainder = 0")
         after = [i for _ in range(6) for i in allocator.allocate("swap").ids()]
     assert min(after) > max(before) and not set(after) & set(before)
 
 
 def test_concurrent_allocations_never_log_a_max_id_gone_back(db_url, caplog):
-    import threading
-
-    store = SegmentStore(db_url)
-    store.create_schema()
-    store.register("busy", step=10)
-    with Allocator([store]) as allocator:
-        threads = [threading.Thread(target=lambda: [allocator.allocate("busy") for _ in range(50)])
-                   for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    assert row(db_url, "busy").max_id == 8 * 50 * 10
+    with Allocator(registered([db_url], "busy", step=10)) as allocator:
+        run_threads(lambda: [allocator.allocate("busy") for _ in range(50)], [()] * 8)
+    assert read_row(db_url, "busy").max_id == 8 * 50 * 10
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
 
 
 def test_a_max_id_set_back_by_hand_is_never_reissued_by_a_server_that_saw_less(db_url):
     """A hand edit leaves the version alone: a server that missed the last allocations
     knows how many it missed, and starts above anything they could have claimed."""
-    store = SegmentStore(db_url)
-    store.create_schema()
-    store.register("edited", step=10)
+    [store] = registered([db_url], "edited", step=10)
     lagging, busy = SegmentStore(db_url), SegmentStore(db_url)  # two servers, no watch
     seen = list(lagging.allocate("edited").ids())
     seen += [i for _ in range(4) for i in busy.allocate("edited", steps=3).ids()]
-    edit(db_url, "max_id = 0", "edited")
+    edit_row(db_url, "edited", "max_id = 0")
     again = list(lagging.allocate("edited").ids())
     assert min(again) > max(seen)
     for s in (store, lagging, busy):
@@ -346,19 +284,20 @@ def test_a_max_id_set_back_by_hand_is_never_reissued_by_a_server_that_saw_less(d
 
 def test_a_row_that_appears_while_serving_starts_above_everything_seen(make_db):
     a, b, c = make_db(), make_db(), make_db()
-    init(a, b, c)
+    init_db(a, b, c)
     stores = [SegmentStore(u) for u in (a, b, c)]
     registration = "fedcba9876543210" * 2
-    for k in (0, 1):
-        stores[k].register("grow", step=10, delta=3, remainder=k, registration=registration)
+    for k in (0, 1):  # the rows of a, b and c, but c's is not written yet
+        register_as(stores[k], "grow", step=10, index=k, count=3, registration=registration)
     other = SegmentStore(a)  # another server, busy on a
     high = max(other.allocate("grow", steps=50).end for _ in range(3))
     other.close()
     with Allocator(stores, watch_interval=0.05, probe_interval=0.02) as allocator:
         allocator.allocate("grow")  # reads every database: c has no row
-        eventually(lambda: _assert(stores[0].high_water("grow") >= high))
+        wait_until(lambda: stores[0].high_water("grow") >= high, 20, "the watch to read a's row",
+                   interval=0.1)
         fresh = SegmentStore(c)  # the third database's row, added by hand meanwhile
-        fresh.register("grow", step=10, delta=3, remainder=2, registration=registration)
+        register_as(fresh, "grow", step=10, index=2, count=3, registration=registration)
         fresh.close()
         segments = [allocator.allocate("grow") for _ in range(6)]
     from_c = [s for s in segments if s.remainder == 2]

@@ -8,9 +8,11 @@ import time
 import grpc
 import pytest
 
-from idgen_wire import idgen_pb2, idgen_pb2_grpc
+from idgen_wire import idgen_pb2
 from tests.fault.load import rss_kib
-from tests.support.cli import idgen
+from tests.support.cli import init_db
+from tests.support.databases import database_kinds, database_maker
+from tests.support.servers import stub_to
 
 NAMES = 100_000
 WARM_UP = 20_000
@@ -35,21 +37,18 @@ def requests(rng: random.Random, n: int):
                 steps=rng.randint(0, 2000), above_all=kind == 3)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+@pytest.fixture(params=database_kinds("sqlite", "mariadb"))
 def db(request, tmp_path):
-    if request.param == "mariadb":
-        return request.getfixturevalue("mariadb_server").create()
-    return f"sqlite:///{tmp_path}/idgen.db"
+    return database_maker(request, request.param, tmp_path)()
 
 
 @pytest.mark.slow
 def test_memory_stays_flat_under_100000_names_never_registered(db, start_server):
-    assert idgen("init-db", "--db", db).returncode == 0
+    init_db(db)
     server = start_server([db])
     rng = random.Random(8)
     codes: dict[grpc.StatusCode, int] = {}
-    with grpc.insecure_channel(server.address) as channel:
-        stub = idgen_pb2_grpc.IdGeneratorStub(channel)
+    with stub_to(server.address) as stub:
         pending: list[grpc.Future] = []
         warm = 0
         started = time.monotonic()

@@ -6,6 +6,7 @@ import multiprocessing
 import pytest
 
 from idgen_server.store import SegmentStore
+from tests.support.stores import registered
 
 PROCESSES = 4
 SEGMENTS_EACH = 1300  # 5,200 segments in all
@@ -23,9 +24,7 @@ def allocate_many(url: str, count: int) -> tuple[list[tuple[int, int]], int]:
 @pytest.mark.mariadb
 @pytest.mark.slow
 def test_four_processes_racing_on_one_row_never_overlap(mariadb_url, capsys):
-    store = SegmentStore(mariadb_url)
-    store.create_schema()
-    store.register("race", step=10)
+    [store] = registered([mariadb_url], "race", step=10)
     with multiprocessing.get_context("spawn").Pool(PROCESSES) as pool:
         results = pool.starmap(allocate_many, [(mariadb_url, SEGMENTS_EACH)] * PROCESSES)
     segments = sorted(s for claimed, _ in results for s in claimed)

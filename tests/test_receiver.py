@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from idgen_client import Gap, InvalidRequest, Receiver, Stamp
 from idgen_core.buffer import DoubleBuffer
+from tests.support.fakes import Source
 
 
 def chain(seqs: list[int], start: int = 0) -> list[Stamp]:
@@ -117,15 +118,9 @@ def test_a_stamp_whose_prev_seq_is_not_below_its_seq_is_refused(stamp):
 
 
 def test_a_sequencer_restarted_without_a_loader_costs_the_receiver_one_empty_fetch():
-    from idgen_client import Segment, Sequencer
+    from idgen_client import Sequencer
 
-    top = [0]
-
-    def fetch(floor: int) -> Segment:  # one database's max_id, in memory
-        low = max(top[0], floor)
-        top[0] = low + 100
-        return Segment.claimed(low, top[0])
-
+    fetch = Source(step=100)  # one database's max_id, in memory
     receiver: Receiver[str] = Receiver()
     with DoubleBuffer(fetch) as before_restart:
         sequencer = Sequencer(before_restart)

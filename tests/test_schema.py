@@ -8,6 +8,7 @@ from sqlalchemy import create_engine, inspect
 
 from idgen_server.schema import segment_table
 from idgen_server.store import SegmentStore
+from tests.support.databases import database_maker
 
 SQL = pathlib.Path(__file__).resolve().parent.parent / "sql"
 
@@ -30,13 +31,10 @@ def describe(engine) -> list[tuple[str, str, bool]]:
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mariadb),
                         pytest.param("postgresql", marks=pytest.mark.postgres)])
 def two_databases(request, tmp_path):
-    if request.param == "sqlite":
-        urls = [f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"]
-    else:
-        fixture = "mariadb_server" if request.param == "mysql" else "postgres_server"
-        server = request.getfixturevalue(fixture)
-        urls = [server.create(), server.create()]
-    return request.param, urls
+    """The dialect, and two fresh databases of it."""
+    kind = {"sqlite": "sqlite", "mysql": "mariadb", "postgresql": "postgres"}[request.param]
+    make = database_maker(request, kind, tmp_path)
+    return request.param, [make(), make()]
 
 
 def test_hand_applied_sql_matches_the_declared_table(two_databases):

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from idgen_client import INT64_MAX, IdSpaceExhausted, InvalidRequest, Segment, validate_biz_type
+from idgen_server.rows import residue_class
 
 
 @given(low=st.integers(0, INT64_MAX - 1), step=st.integers(1, 10**6),
@@ -35,7 +36,7 @@ def test_segments_from_consecutive_claims_never_overlap_across_residues(claims):
     for step, which in claims:
         db = which % 2
         step = max(step, 2)
-        segment = Segment.claimed(max_ids[db], max_ids[db] + step, 2, db)
+        segment = Segment.claimed(max_ids[db], max_ids[db] + step, *residue_class(db, 2))
         max_ids[db] += step
         ids = set(segment.ids())
         assert not ids & seen

@@ -7,44 +7,21 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections import defaultdict
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idgen_client import InvalidRequest, Segment, Sequencer, Stamp
+from idgen_client import ConfigError, InvalidRequest, Segment, Sequencer, Stamp
 from idgen_core.buffer import DoubleBuffer
+from tests.support.chains import assert_chains
+from tests.support.fakes import Clock, Source
+from tests.support.threads import run_threads
+from tests.support.waiting import wait_until
 
-
-class Source:
-    """A fetch function over an in-memory max_id, like one database's row."""
-
-    def __init__(self, step: int = 100) -> None:
-        self.max_id = 0
-        self.step = step
-        self.floors: list[int] = []
-        self.gate: threading.Event | None = None
-        self.lock = threading.Lock()
-
-    def __call__(self, floor: int) -> Segment:
-        with self.lock:
-            self.floors.append(floor)
-        if self.gate is not None:
-            self.gate.wait(10)
-        with self.lock:
-            low = max(self.max_id, floor)
-            self.max_id = low + self.step
-            return Segment.claimed(low, self.max_id)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+START = 1000.0
+"""Where the tests' clocks start."""
 
 
 @pytest.fixture
@@ -63,36 +40,29 @@ def buffer():
         yield buffer
 
 
-def assert_chains(stamps_by_group: dict[object, list[Stamp]], start: int = 0) -> None:
-    """Each group's stamps, by seq, link prev_seq -> seq with no fork and no hole."""
-    for group, stamps in stamps_by_group.items():
-        ordered = sorted(stamps, key=lambda s: s.seq)
-        assert len({s.seq for s in ordered}) == len(ordered), f"group {group}: a seq twice"
-        assert ordered[0].prev_seq == start, f"group {group}: chain starts at {ordered[0]}"
-        for before, after in zip(ordered, ordered[1:]):
-            assert after.prev_seq == before.seq, f"group {group}: {before} then {after}"
+def stamp_together(sequencer: Sequencer, group_of, count: int, message: str | None = None,
+                   threads: int = 16) -> list[list[tuple[object, Stamp]]]:
+    """``threads`` threads, released at once, each stamping ``count`` times the group
+    ``group_of(thread, i)`` (with ``message`` as the client's message id); returns what
+    each thread got, in the order it got it."""
+    per_thread: list[list[tuple[object, Stamp]]] = [[] for _ in range(threads)]
+    start = threading.Barrier(threads)
+
+    def work(n: int) -> None:
+        start.wait()
+        for i in range(count):
+            group = group_of(n, i)
+            per_thread[n].append((group, sequencer.stamp(group, message)))
+
+    run_threads(work, [(n,) for n in range(threads)])
+    return per_thread
 
 
 # -- 1. increasing, one chain per group, under 16 threads --------------------------
 
 def test_sixteen_threads_on_the_same_groups_make_one_chain_per_group(buffer, preemptive):
     sequencer = Sequencer(buffer)
-    per_thread: list[list[tuple[int, Stamp]]] = []
-    start = threading.Barrier(16)
-
-    def work(seed: int) -> None:
-        got: list[tuple[int, Stamp]] = []
-        start.wait()
-        for i in range(2000):
-            group = (seed + i) % 5
-            got.append((group, sequencer.stamp(group)))
-        per_thread.append(got)
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    per_thread = stamp_together(sequencer, lambda seed, i: (seed + i) % 5, 2000)
     by_group: dict[object, list[Stamp]] = defaultdict(list)
     for got in per_thread:
         last: dict[int, int] = {}
@@ -135,10 +105,7 @@ def test_a_fetch_that_skip_past_overtook_is_discarded_not_installed():
         source.gate = threading.Event()
         while buffer.next_id() < 51:  # past the threshold: the loader fetches (100, 200]
             pass
-        deadline = time.monotonic() + 10
-        while len(source.floors) < 2:
-            assert time.monotonic() < deadline, "the preload never started"
-            time.sleep(0.001)
+        wait_until(lambda: len(source.floors) >= 2, 10, "the preload to start", interval=0.001)
         buffer.skip_past(5_000, fetch=lambda floor: Segment.claimed(floor, floor + 100))
         source.gate.set()
         ids = [buffer.next_id() for _ in range(250)]
@@ -188,7 +155,7 @@ def test_without_a_loader_a_new_group_starts_at_the_horizon(buffer):
 # -- 5. retries --------------------------------------------------------------------
 
 def test_a_retry_within_the_window_gets_the_same_stamp(buffer):
-    clock = Clock()
+    clock = Clock(START)
     sequencer = Sequencer(buffer, retry_window=30, clock=clock)
     first = sequencer.stamp("g", "m1")
     sequencer.stamp("g")
@@ -198,7 +165,7 @@ def test_a_retry_within_the_window_gets_the_same_stamp(buffer):
 
 
 def test_a_retry_after_the_window_is_a_new_message(buffer):
-    clock = Clock()
+    clock = Clock(START)
     sequencer = Sequencer(buffer, retry_window=30, clock=clock)
     first = sequencer.stamp("g", "m1")
     clock.now += 30
@@ -207,7 +174,7 @@ def test_a_retry_after_the_window_is_a_new_message(buffer):
 
 
 def test_the_retry_log_keeps_at_most_max_retries_entries(buffer):
-    sequencer = Sequencer(buffer, max_retries=3, clock=Clock())
+    sequencer = Sequencer(buffer, max_retries=3, clock=Clock(START))
     first = sequencer.stamp("g", "m0")
     for n in range(1, 3):
         sequencer.stamp("g", f"m{n}")
@@ -219,25 +186,14 @@ def test_the_retry_log_keeps_at_most_max_retries_entries(buffer):
 
 def test_concurrent_retries_of_one_message_get_one_stamp(buffer, preemptive):
     sequencer = Sequencer(buffer)
-    start = threading.Barrier(16)
-    got: list[Stamp] = []
-
-    def send() -> None:
-        start.wait()
-        for _ in range(50):
-            got.append(sequencer.stamp("g", "same"))
-
-    threads = [threading.Thread(target=send) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got = [stamp for mine in stamp_together(sequencer, lambda n, i: "g", 50, "same")
+           for _, stamp in mine]
     assert len(got) == 800 and len(set(got)) == 1
     assert sequencer.stamp("g").prev_seq == got[0].seq
 
 
 def test_a_retry_is_recognised_after_its_group_was_evicted(buffer):
-    sequencer = Sequencer(buffer, max_groups=4, clock=Clock())
+    sequencer = Sequencer(buffer, max_groups=4, clock=Clock(START))
     first = sequencer.stamp("g", "m1")
     for group in range(20):
         sequencer.stamp(group)
@@ -281,23 +237,8 @@ def test_a_forgotten_group_returns_above_its_last_seq(buffer):
 
 def test_evictions_racing_with_stamps_never_send_a_group_back(buffer, preemptive):
     sequencer = Sequencer(buffer, max_groups=8)  # 40 groups: evictions all the time
-    got: list[list[tuple[int, Stamp]]] = []
-    start = threading.Barrier(16)
-
-    def work(seed: int) -> None:
-        mine = []
-        start.wait()
-        for i in range(1500):
-            group = (seed * 7 + i) % 40
-            mine.append((group, sequencer.stamp(group)))
-        got.append(mine)
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    by_group: dict[int, list[Stamp]] = defaultdict(list)
+    got = stamp_together(sequencer, lambda seed, i: (seed * 7 + i) % 40, 1500)
+    by_group: dict[object, list[Stamp]] = defaultdict(list)
     for mine in got:
         for group, stamp in mine:
             by_group[group].append(stamp)
@@ -318,7 +259,7 @@ def test_with_a_loader_chains_stay_exact_through_evictions_and_retries(ops):
     by_group: dict[object, list[Stamp]] = defaultdict(list)
     with DoubleBuffer(Source(step=7)) as buffer:
         sequencer = Sequencer(buffer, loader=lambda g: stored.get(g, 0), max_groups=4,
-                              clock=Clock())
+                              clock=Clock(START))
         for group, msg in ops:
             stamp = sequencer.stamp(group, None if msg is None else str(msg))
             if msg is not None and (group, msg) in sent:
@@ -346,7 +287,7 @@ def test_a_loader_value_that_is_not_a_seq_is_refused_by_name(buffer, value):
 
 
 def test_settings_are_validated_at_construction(buffer):
-    with pytest.raises(InvalidRequest, match="max_groups"):
+    with pytest.raises(ConfigError, match="max_groups"):
         Sequencer(buffer, max_groups=0)
-    with pytest.raises(InvalidRequest, match="retry_window"):
+    with pytest.raises(ConfigError, match="retry_window"):
         Sequencer(buffer, retry_window=-1)

@@ -11,54 +11,32 @@ from collections import defaultdict
 import pytest
 
 from idgen_client import LocalGenerator, RemoteClient, Sequencer, ServiceUnavailable, Stamp
-from idgen_server import registry
 from idgen_server.allocator import Allocator
 from idgen_server.store import SegmentStore
-from tests.support.databases import MARIADB_HOST, MARIADB_PORT, mariadb_url
-from tests.support.proxy import TcpProxy
-from tests.test_sequencer import assert_chains
+from tests.support.chains import assert_chains
+from tests.support.proxy import behind_proxy
+from tests.support.stores import edit_row, prepare, read_row
+from tests.support.threads import run_threads
 
 pytestmark = pytest.mark.mariadb
 
 BIZ = "msg"
 
 
-def register(urls: list[str], step: int) -> None:
-    """``idgen add-biz msg --step STEP --db URL...``: DB k of n serves IDs = k (mod n)."""
-    stores = [SegmentStore(url) for url in urls]
-    for store in stores:
-        store.create_schema()
-    registry.register(stores, BIZ, step=step)
-    for store in stores:
-        store.close()
-
-
 def max_id(url: str) -> int:
-    store = SegmentStore(url)
-    try:
-        return store.read(BIZ).max_id
-    finally:
-        store.close()
+    return read_row(url, BIZ).max_id
 
 
 def set_max_id(url: str, value: int) -> None:
     """What another process's heavy use of this database leaves behind."""
-    store = SegmentStore(url)
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql(f"UPDATE idgen_segment SET max_id = {value}")
-    store.close()
-
-
-def proxied(url: str) -> tuple[TcpProxy, str]:
-    proxy = TcpProxy(MARIADB_HOST, MARIADB_PORT)
-    return proxy, mariadb_url(url.rsplit("/", 1)[1], "127.0.0.1", proxy.port)
+    edit_row(url, BIZ, f"max_id = {value}")
 
 
 # -- 2. segment switches across lagging databases -------------------------------------
 
 def test_one_chain_per_group_across_segments_of_two_lagging_dbs(make_mariadb, start_server):
     urls = [make_mariadb(), make_mariadb()]
-    register(urls, step=40)
+    prepare(urls, BIZ, step=40)
     set_max_id(urls[0], 50_000)  # DB 0 far ahead of DB 1
     server = start_server(urls)
     stamps: dict[object, list[Stamp]] = defaultdict(list)
@@ -73,11 +51,7 @@ def test_one_chain_per_group_across_segments_of_two_lagging_dbs(make_mariadb, st
                 for group, stamp in got:
                     stamps[group].append(stamp)
 
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(work, [(n,) for n in range(16)])
         fetches = generator.fetches
     assert horizon >= 50_000  # started above every database, the one ahead included
     assert_chains(stamps, start=horizon)
@@ -87,7 +61,7 @@ def test_one_chain_per_group_across_segments_of_two_lagging_dbs(make_mariadb, st
 
 def test_above_all_allocates_above_every_database_even_from_a_lagging_one(make_mariadb):
     urls = [make_mariadb(), make_mariadb()]
-    register(urls, step=100)
+    prepare(urls, BIZ, step=100)
     set_max_id(urls[1], 7_000)
     allocator = Allocator([SegmentStore(u) for u in urls])
     try:
@@ -101,8 +75,8 @@ def test_above_all_allocates_above_every_database_even_from_a_lagging_one(make_m
 
 def test_above_all_is_unavailable_while_a_database_cannot_be_read(make_mariadb, start_server):
     urls = [make_mariadb(), make_mariadb()]
-    register(urls, step=100)
-    proxy, via_proxy = proxied(urls[1])
+    prepare(urls, BIZ, step=100)
+    proxy, via_proxy = behind_proxy(urls[1])
     try:
         server = start_server([urls[0], via_proxy])
         proxy.refuse()
@@ -124,7 +98,7 @@ def test_above_all_is_unavailable_while_a_database_cannot_be_read(make_mariadb, 
 
 def test_a_group_handed_over_continues_above_the_old_owner(make_mariadb, start_server):
     urls = [make_mariadb(), make_mariadb()]
-    register(urls, step=1_000)
+    prepare(urls, BIZ, step=1_000)
     server = start_server(urls)
     store: dict[str, int] = {}  # the application's message store: highest seq per group
     with LocalGenerator(BIZ, server.address) as new_gen:
@@ -209,7 +183,7 @@ class Client:
 
 def test_after_kill_9_a_single_db_client_stamps_above_everything_before(
         mariadb_url, start_server):
-    register([mariadb_url], step=500)
+    prepare([mariadb_url], BIZ, step=500)
     server = start_server([mariadb_url])
     before = Client(server.address)
     before.stamp(100)
@@ -225,8 +199,8 @@ def test_after_kill_9_a_single_db_client_stamps_above_everything_before(
 def test_after_kill_9_a_client_stamps_above_everything_before_though_a_db_lags(
         make_mariadb, start_server):
     urls = [make_mariadb(), make_mariadb()]
-    register(urls, step=200)
-    proxy, via_proxy = proxied(urls[0])
+    prepare(urls, BIZ, step=200)
+    proxy, via_proxy = behind_proxy(urls[0])
     try:
         server = start_server([via_proxy, urls[1]])
         before = Client(server.address)  # starts while both databases can be read

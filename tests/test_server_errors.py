@@ -13,27 +13,29 @@ from idgen_client import (
 )
 from idgen_core.errors import StorageUnavailable
 from idgen_core.segment import MAX_COUNT
-from idgen_server.store import SegmentStore
-from idgen_wire import idgen_pb2, idgen_pb2_grpc
-from tests.support.databases import MARIADB_HOST, MARIADB_PORT
-from tests.support.proxy import TcpProxy
+from idgen_wire import idgen_pb2
+from tests.support.proxy import behind_proxy
+from tests.support.servers import stub_to
+from tests.support.stores import edit_row, prepare, registered
 
 
 @pytest.fixture
-def registered(sqlite_url):
-    store = SegmentStore(sqlite_url)
-    store.create_schema()
-    store.register("order", step=1000)
+def order(sqlite_url):
+    """A SQLite database where "order" is registered, step 1000, and a store on it."""
+    [store] = registered([sqlite_url], "order", step=1000)
     yield store
     store.close()
 
 
 @pytest.fixture
-def stub(registered, sqlite_url, start_server):
-    server = start_server([sqlite_url])
-    channel = grpc.insecure_channel(server.address)
-    yield idgen_pb2_grpc.IdGeneratorStub(channel)
-    channel.close()
+def server(order, sqlite_url, start_server):
+    return start_server([sqlite_url])
+
+
+@pytest.fixture
+def stub(server):
+    with stub_to(server.address) as stub:
+        yield stub
 
 
 def status_of(call, request):
@@ -70,9 +72,8 @@ def test_negative_or_unearned_floor_is_invalid_argument(stub):
     assert code is grpc.StatusCode.INVALID_ARGUMENT and "above every ID" in details
 
 
-def test_int64_used_up_is_resource_exhausted_never_a_wrap(stub, registered):
-    with registered.engine.begin() as conn:
-        conn.exec_driver_sql(f"UPDATE idgen_segment SET max_id = {2**63 - 1 - 1500}")
+def test_int64_used_up_is_resource_exhausted_never_a_wrap(stub, order):
+    edit_row(order, "order", f"max_id = {2**63 - 1 - 1500}")
     ids = []
     with pytest.raises(grpc.RpcError) as info:
         while True:
@@ -84,16 +85,13 @@ def test_int64_used_up_is_resource_exhausted_never_a_wrap(stub, registered):
 
 @pytest.mark.mariadb
 def test_no_database_and_nothing_buffered_is_unavailable(mariadb_url, start_server):
-    store = SegmentStore(mariadb_url)
-    store.create_schema()
-    store.register("order", step=10)
-    store.close()
-    proxy = TcpProxy(MARIADB_HOST, MARIADB_PORT)
+    prepare([mariadb_url], "order", step=10)
+    proxy, via_proxy = behind_proxy(mariadb_url)
     try:
-        server = start_server([mariadb_url.replace(f":{MARIADB_PORT}/", f":{proxy.port}/")])
+        server = start_server([via_proxy])
         proxy.refuse()
-        with grpc.insecure_channel(server.address) as channel:
-            code, details = status_of(idgen_pb2_grpc.IdGeneratorStub(channel).NextId,
+        with stub_to(server.address) as stub:
+            code, details = status_of(stub.NextId,
                                       idgen_pb2.NextIdRequest(biz_type="order", count=1))
     finally:
         proxy.close()
@@ -101,9 +99,7 @@ def test_no_database_and_nothing_buffered_is_unavailable(mariadb_url, start_serv
     assert "SELECT" not in details and "Traceback" not in details
 
 
-def test_client_raises_the_servers_errors_as_the_same_exceptions(stub, registered, start_server,
-                                                                 sqlite_url):
-    server = start_server([sqlite_url])
+def test_client_raises_the_servers_errors_as_the_same_exceptions(server):
     with RemoteClient(server.address) as client:
         with pytest.raises(UnknownBizType):
             client.next_ids("nope", 1)
@@ -122,9 +118,8 @@ def test_client_reports_unreachable_servers_after_retries():
             client.next_ids("order", 1)
 
 
-def test_exhaustion_reaches_local_generators_too(registered, start_server, sqlite_url):
-    with registered.engine.begin() as conn:
-        conn.exec_driver_sql(f"UPDATE idgen_segment SET max_id = {2**63 - 1 - 10}")
+def test_exhaustion_reaches_local_generators_too(order, start_server, sqlite_url):
+    edit_row(order, "order", f"max_id = {2**63 - 1 - 10}")
     server = start_server([sqlite_url])
     with LocalGenerator("order", server.address) as generator:
         ids = generator.next_ids(10)
@@ -134,9 +129,7 @@ def test_exhaustion_reaches_local_generators_too(registered, start_server, sqlit
 
 
 @pytest.mark.parametrize("count", [-1, 0, MAX_COUNT + 1, 2**32, 2**64, 1.5, "10", True, None])
-def test_the_client_refuses_a_count_out_of_range_as_invalid_request(stub, sqlite_url,
-                                                                     start_server, count):
-    server = start_server([sqlite_url])
+def test_the_client_refuses_a_count_out_of_range_as_invalid_request(server, count):
     with RemoteClient(server.address) as client:
         with pytest.raises(InvalidRequest, match="count must be"):
             client.next_ids("order", count)
@@ -149,8 +142,7 @@ def test_the_client_refuses_a_count_out_of_range_as_invalid_request(stub, sqlite
     ({"floor": 1.0}, "floor must be"),
 ])
 def test_the_client_refuses_steps_or_floor_out_of_range_as_invalid_request(
-        registered, sqlite_url, start_server, arguments, message):
-    server = start_server([sqlite_url])
+        server, arguments, message):
     with RemoteClient(server.address) as client:
         with pytest.raises(InvalidRequest, match=message):
             client.next_segment("order", **arguments)

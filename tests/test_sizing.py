@@ -4,14 +4,7 @@ from __future__ import annotations
 from idgen_client import Segment
 from idgen_core.segment import MAX_STEP_MULTIPLIER
 from idgen_core.sizing import AdaptiveSteps
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.fakes import Clock
 
 
 def fetcher(asked: list[int]):

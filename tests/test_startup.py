@@ -7,20 +7,14 @@ does not stop the server: it serves the others and says so.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
-from tests.support.cli import idgen
+from tests.support.cli import add_biz, idgen, init_db
 from tests.support.databases import MARIADB_HOST, MARIADB_PORT, POSTGRES_HOST, POSTGRES_PORT
+from tests.support.servers import free_port, taken_port
 
 PASSWORD = "Sup3r-s3cret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def refused(*args: str, cwd, listen: bool = True) -> str:
@@ -131,10 +125,7 @@ def test_a_bad_config_file_value_is_one_line(tmp_path, content, message):
 
 
 def test_a_listen_port_in_use_is_one_line(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         result = idgen("serve", "--listen", f"127.0.0.1:{port}", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr == f"idgen: error: cannot listen on 127.0.0.1:{port}: address in use " \
@@ -142,17 +133,15 @@ def test_a_listen_port_in_use_is_one_line(tmp_path):
 
 
 def test_a_metrics_port_in_use_is_one_line(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        line = refused("--metrics-port", str(taken.getsockname()[1]), cwd=tmp_path)
+    with taken_port() as port:
+        line = refused("--metrics-port", str(port), cwd=tmp_path)
     assert "cannot serve metrics on 127.0.0.1:" in line
 
 
 def test_an_unreachable_database_does_not_stop_the_server(tmp_path, start_server):
     good = f"sqlite:///{tmp_path}/good.db"
-    assert idgen("init-db", "--db", good).returncode == 0
-    assert idgen("add-biz", "order", "--db", good).returncode == 0
+    init_db(good)
+    add_biz("order", good)
     away = f"mysql://root:{PASSWORD}@127.0.0.1:{free_port()}/idgen"
     also = f"postgresql://idgen@127.0.0.1:{free_port()}/idgen?sslpassword={PASSWORD}"
     server = start_server([good, away, also], extra_args=["--db-timeout", "1"])

@@ -58,11 +58,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from idgen_server.store import SegmentStore
 from tests.fault.check import Fault, Findings, check, load_callers
-from tests.support.databases import MARIADB_HOST, MARIADB_PORT, MariaDB
-from tests.support.proxy import TcpProxy
+from tests.support.databases import MariaDB
 from tests.support.servers import ServerProcess
+from tests.support.stores import ProxiedDatabases
+from tests.support.waiting import poll
 
 __all__ = ["KINDS", "Config", "Report", "run"]
 
@@ -170,19 +170,14 @@ class _Cluster:
         self.config = config
         self.say = say
         self.mariadb = MariaDB()
-        self.urls = [self.mariadb.create() for _ in range(2)]
-        self._cli("init-db", *sum((["--db", u] for u in self.urls), []))
-        self._cli("add-biz", BIZ, "--step", str(config.step), *sum((["--db", u] for u in self.urls), []))
-        self.direct = [SegmentStore(u) for u in self.urls]
-        self.proxies = [TcpProxy(MARIADB_HOST, MARIADB_PORT) for _ in self.urls]
-        proxied = [p.url(u) for p, u in zip(self.proxies, self.urls)]
-        self.servers = [ServerProcess(proxied, cwd=workdir).start() for _ in range(config.servers)]
+        self.databases = ProxiedDatabases([self.mariadb.create() for _ in range(2)])
+        self.databases.register(BIZ, step=config.step)
+        self.urls = self.databases.urls
+        self.direct = self.databases.stores
+        self.proxies = self.databases.proxies
+        self.servers = [ServerProcess(self.databases.proxied, cwd=workdir).start()
+                        for _ in range(config.servers)]
         self.workers: list[_Worker] = []
-
-    @staticmethod
-    def _cli(*args: str) -> None:
-        subprocess.run([sys.executable, "-m", "idgen_cli", *args], cwd=ROOT, check=True,
-                       capture_output=True, text=True, timeout=60)
 
     def versions(self) -> list[int]:
         """Each database's allocation count (the row's version), read directly."""
@@ -202,10 +197,7 @@ class _Cluster:
                 worker.proc.wait(10)
         for server in self.servers:
             server.stop()
-        for proxy in self.proxies:
-            proxy.close()
-        for store in self.direct:
-            store.close()
+        self.databases.close()
         if keep:
             self.say(f"databases kept: {', '.join(self.urls)}")
             self.mariadb._conn.close()
@@ -309,10 +301,7 @@ class _Injector:
         for proxy in self.cluster.proxies:
             proxy.refuse() if how == "refuse" else proxy.hang()
         self._quit.wait(hold)
-        deadline = time.monotonic() + 60
-        while (any(w.errors == e for w, e in zip(workers, errors_before))
-               and time.monotonic() < deadline):
-            self._quit.wait(0.2)
+        poll(lambda: all(w.errors != e for w, e in zip(workers, errors_before)), 60, 0.2)
         dry = [w.name for w, e in zip(workers, errors_before) if w.errors > e]
         for proxy in self.cluster.proxies:
             proxy.restore()
@@ -327,9 +316,7 @@ class _Injector:
         seen = len(proxy.drops)
         start = time.monotonic()
         proxy.drop_at_commit(times, after=after, partition=partition)
-        deadline = start + 20
-        while len(proxy.drops) < seen + times and time.monotonic() < deadline:
-            self._quit.wait(0.05)
+        poll(lambda: len(proxy.drops) >= seen + times, start + 20 - time.monotonic(), 0.05)
         proxy.disarm()
         drops = [{"db": db, "when": d.when, "max_id": d.max_id} for d in proxy.drops[seen:]]
         kind = "orphan-commit" if partition else "drop-commit"
@@ -379,10 +366,7 @@ class _Injector:
             conn.exec_driver_sql(f"UPDATE idgen_segment SET max_id = {taken}, version = "
                                  f"version + 1 WHERE biz_type = '{BIZ}'")
         restored = time.monotonic()
-        deadline = restored + 30
-        while store.read(BIZ).max_id <= was and time.monotonic() < deadline:
-            self._quit.wait(0.05)
-        healed = store.read(BIZ).max_id > was
+        healed = poll(lambda: store.read(BIZ).max_id > was, 30, 0.05)
         self._log(Fault("lowered-max-id", f"db{db}", start, time.monotonic(),
                         {"taken": taken, "was": was, "undone": was - taken,
                          "moved_past_in": round(time.monotonic() - restored, 2) if healed else None}))
@@ -489,12 +473,14 @@ def _quiet(rng: random.Random, injector: _Injector, cluster: _Cluster, t_zero: f
 
 
 def _wait_for_ids(cluster: _Cluster, n: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while sum(w.ids for w in cluster.workers) < n:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the callers got no ID within "
-                               f"{timeout:.0f}s: {[w.output[-5:] for w in cluster.workers]}")
-        time.sleep(0.1)
+    if not poll(lambda: sum(w.ids for w in cluster.workers) >= n, timeout, 0.1):
+        raise RuntimeError("the callers got no ID within "
+                           f"{timeout:.0f}s: {[w.output[-5:] for w in cluster.workers]}")
+
+
+_NUMBERS = ("duration", "ids", "max_duration", "servers", "step", "remote_callers",
+            "local_callers", "local_rate", "local_count")
+"""The settings of ``Config`` that ``main`` takes as options."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,15 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--mode", choices=("each", "mixed"), default="mixed")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated fault kinds")
-    parser.add_argument("--duration", type=float, default=60.0)
-    parser.add_argument("--ids", type=int, default=0)
-    parser.add_argument("--max-duration", type=float, default=3600.0)
-    parser.add_argument("--servers", type=int, default=3)
-    parser.add_argument("--step", type=int, default=20_000)
-    parser.add_argument("--remote-callers", type=int, default=3)
-    parser.add_argument("--local-callers", type=int, default=3)
-    parser.add_argument("--local-rate", type=float, default=40.0)
-    parser.add_argument("--local-count", type=int, default=500)
+    for name in _NUMBERS:  # each with its type and default from Config
+        default = getattr(Config, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     parser.add_argument("--workdir")
     parser.add_argument("--keep", action="store_true", help="keep the recorded calls and databases")
     args = parser.parse_args(argv)
@@ -519,11 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(kinds) - set(KINDS)
     if unknown:
         parser.error(f"unknown fault kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
-    config = Config(seed=args.seed, mode=args.mode, kinds=kinds, duration=args.duration,
-                    ids=args.ids, max_duration=args.max_duration, servers=args.servers,
-                    step=args.step, remote_callers=args.remote_callers,
-                    local_callers=args.local_callers, local_rate=args.local_rate,
-                    local_count=args.local_count, workdir=args.workdir, keep=args.keep)
+    config = Config(seed=args.seed, mode=args.mode, kinds=kinds, workdir=args.workdir,
+                    keep=args.keep, **{name: getattr(args, name) for name in _NUMBERS})
     report = run(config, say=lambda s: print(s, flush=True))
     return 0 if report.ok else 1
 

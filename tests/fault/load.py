@@ -19,11 +19,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from idgen_server.store import SegmentStore
+from benchmarks.harness import percentiles
 from tests.fault.check import check, load_callers
 from tests.fault.harness import _Worker
 from tests.support.databases import MariaDB
 from tests.support.servers import ServerProcess
+from tests.support.stores import prepare
 
 __all__ = ["LoadReport", "rss_kib", "run"]
 
@@ -69,12 +70,6 @@ class LoadReport:
         ]
 
 
-def _percentile(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def run(callers: int = 64, duration: float = 60.0, processes: int = 4, warmup: float = 2.0,
         step: int = 100_000, say=print) -> LoadReport:
     workdir = tempfile.mkdtemp(prefix="idgen-load-")
@@ -85,10 +80,7 @@ def run(callers: int = 64, duration: float = 60.0, processes: int = 4, warmup: f
     server: ServerProcess | None = None
     try:
         url = mariadb.create()
-        store = SegmentStore(url)
-        store.create_schema()
-        store.register(BIZ, step=step)
-        store.close()
+        prepare([url], BIZ, step=step)
         server = ServerProcess([url], cwd=workdir).start()
         assert server.proc is not None
         meta = {}
@@ -117,8 +109,8 @@ def run(callers: int = 64, duration: float = 60.0, processes: int = 4, warmup: f
             callers=callers, duration=duration, calls=len(latencies),
             ids=findings.ids, errors=findings.errors, duplicates=findings.duplicates,
             rss_start_kib=rss_start, rss_end_kib=rss_end,
-            latency_ms={name: 1000 * _percentile(latencies, q) for name, q in
-                        (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999))}
+            latency_ms={name: 1000 * value for name, value in
+                        percentiles(latencies, (50, 90, 99, 99.9)).items()}
             | {"max": 1000 * (latencies[-1] if latencies else float("nan"))},
             worker_failures={k: v["failures"] for k, v in results.items() if v.get("failures")},
         )

@@ -1,1 +1,2 @@
-"""Test support: real databases, real server processes, a TCP proxy that cuts links."""
+"""Test support: real databases and their tables, real server processes, a TCP proxy that
+cuts links, fakes, threads, and waiting with a deadline."""

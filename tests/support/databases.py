@@ -6,8 +6,11 @@ fails under ``CI=true`` and skips otherwise (see conftest).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 MARIADB_HOST = os.environ.get("IDGEN_TEST_MARIADB_HOST", "127.0.0.1")
 MARIADB_PORT = int(os.environ.get("IDGEN_TEST_MARIADB_PORT", "3306"))
@@ -70,3 +73,27 @@ class PostgreSQL(_Server):
 
         super().__init__(psycopg.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres",
                                          dbname="postgres", connect_timeout=5, autocommit=True))
+
+
+KINDS = {"sqlite": None, "mariadb": "mariadb", "postgres": "postgres"}
+"""The kinds of database idgen supports, and the mark of the tests that need each server."""
+
+
+def database_kinds(*kinds: str) -> list[Any]:
+    """Fixture parameters, one per kind, marked with the server each needs."""
+    import pytest
+
+    return [pytest.param(kind, marks=[getattr(pytest.mark, KINDS[kind])] if KINDS[kind] else [])
+            for kind in kinds]
+
+
+def database_maker(request: Any, kind: str, directory: os.PathLike[str]) -> Callable[[], str]:
+    """Makes fresh, empty databases of one kind: each call returns a new one's URL.
+
+    SQLite databases are files in ``directory``; the others are made on the session's
+    server (the ``mariadb_server`` or ``postgres_server`` fixture, got from ``request``).
+    """
+    if kind == "sqlite":
+        numbers = itertools.count()
+        return lambda: f"sqlite:///{directory}/db{next(numbers)}.db"
+    return request.getfixturevalue(f"{kind}_server").create

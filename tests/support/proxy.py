@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["CommitDrop", "TcpProxy"]
+__all__ = ["CommitDrop", "TcpProxy", "behind_proxy"]
 
 _COM_QUERY = 3
 _MAX_ID = re.compile(rb"max_id\s*=\s*(\d+)")
@@ -283,3 +283,12 @@ class TcpProxy:
             self._listener.close()
             self._listener = None
         self._drop_connections()
+
+
+def behind_proxy(database_url: str) -> tuple[TcpProxy, str]:
+    """A proxy to the server of ``database_url``, and the URL that goes through it."""
+    from sqlalchemy.engine import make_url
+
+    target = make_url(database_url)
+    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 0)
+    return proxy, proxy.url(database_url)

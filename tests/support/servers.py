@@ -4,10 +4,18 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import grpc
+
+from idgen_wire import idgen_pb2_grpc
+from tests.support.cli import db_args
 
 _READY = re.compile(r"idgen: serving on (\S+)")
 
@@ -28,9 +36,8 @@ class ServerProcess:
         self.output: list[str] = []
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        args = [sys.executable, "-m", "idgen_cli", "serve", "--listen", self.listen]
-        for url in self.db_urls:
-            args += ["--db", url]
+        args = [sys.executable, "-m", "idgen_cli", "serve", "--listen", self.listen,
+                *db_args(self.db_urls)]
         self.proc = subprocess.Popen(args + self.extra_args, cwd=self.cwd, env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout
@@ -44,8 +51,6 @@ class ServerProcess:
             if match:
                 self.address = match.group(1)
                 # Keep reading the output so the pipe never fills up.
-                import threading
-
                 threading.Thread(target=self._drain, name="server-output", daemon=True).start()
                 if self.listen.endswith(":0"):
                     self.listen = self.address  # a restart reuses the port clients know
@@ -78,3 +83,26 @@ class ServerProcess:
             self.terminate(10)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+def free_port() -> int:
+    """A local port nobody listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def taken_port() -> Iterator[int]:
+    """A local port something else listens on, while the block runs."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+@contextmanager
+def stub_to(address: str) -> Iterator[idgen_pb2_grpc.IdGeneratorStub]:
+    """A gRPC stub on a channel of its own to the server at ``address``."""
+    with grpc.insecure_channel(address) as channel:
+        yield idgen_pb2_grpc.IdGeneratorStub(channel)

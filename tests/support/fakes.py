@@ -1,0 +1,71 @@
+"""Stand-ins with no network and no database: a segment source, a clock, a spy."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from idgen_core.segment import Segment
+from idgen_server.rows import residue_class
+
+__all__ = ["Clock", "Source", "residue_sources", "spy"]
+
+
+class Source:
+    """A fetch function over an in-memory ``max_id``, like one database's row.
+
+    Each call claims ``step`` numbers above ``max(max_id, floor)`` and returns the
+    segment of its residue class. It records the floor and the calling thread's name;
+    ``gate`` (an Event) holds calls until it is set, ``fail`` is raised when set.
+    """
+
+    def __init__(self, step: int = 100, delta: int = 1, remainder: int = 0) -> None:
+        self.max_id = 0
+        self.step, self.delta, self.remainder = step, delta, remainder
+        self.threads: list[str] = []
+        self.floors: list[int] = []
+        self.fail: Exception | None = None
+        self.gate: threading.Event | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, floor: int) -> Segment:
+        with self.lock:
+            self.threads.append(threading.current_thread().name)
+            self.floors.append(floor)
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        with self.lock:
+            low = max(self.max_id, floor)
+            self.max_id = low + self.step
+            return Segment.claimed(low, self.max_id, self.delta, self.remainder)
+
+
+def residue_sources(count: int, step: int) -> list[Source]:
+    """The rows of one biz type in ``count`` databases: source k in residue class k of count."""
+    return [Source(step, *residue_class(k, count)) for k in range(count)]
+
+
+class Clock:
+    """A clock that moves only when a test sets ``now``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spy(obj: object, method: str) -> list[str]:
+    """Wrap ``obj.method``: each call goes through and is recorded, by the name of the
+    thread that made it, in the list returned."""
+    calls: list[str] = []
+    original: Callable[..., Any] = getattr(obj, method)
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        calls.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    setattr(obj, method, recorded)
+    return calls
