@@ -20,7 +20,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from idgen_core.errors import (
     IdGenError,
@@ -32,10 +32,7 @@ from idgen_core.errors import (
 from idgen_core.retry import Backoff
 from idgen_core.segment import Segment
 
-if TYPE_CHECKING:
-    from idgen_core.buffer import DoubleBuffer
-
-__all__ = ["IDLE_CHECK", "Fetcher", "fetch_above"]
+__all__ = ["IDLE_CHECK", "Fetcher", "Owner", "fetch_above"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +41,17 @@ IDLE_CHECK = 5.0
 
 _PERMANENT = (UnknownBizType, IdSpaceExhausted, InvalidRequest)
 """Errors that retrying cannot fix: the fetcher stops and hands them to callers."""
+
+
+class Owner(Protocol):
+    """What the fetcher needs of its buffer (``DoubleBuffer``), always under the shared lock."""
+
+    _floor: int
+    """Every segment fetched must lie above this."""
+
+    def _take(self, segment: Segment) -> bool:
+        """Keep ``segment`` as the next one; False if it is no longer above the floor."""
+        ...
 
 
 def fetch_above(fetch: Callable[[int], Segment], floor: int) -> Segment:
@@ -64,7 +72,7 @@ class Fetcher:
     fetches). A fetched segment goes to the buffer's ``_take``.
     """
 
-    def __init__(self, buffer: DoubleBuffer, cond: threading.Condition,
+    def __init__(self, buffer: Owner, cond: threading.Condition,
                  fetch: Callable[[int], Segment], *, name: str, retry: Backoff) -> None:
         self._buffer = weakref.ref(buffer)
         self._cond = cond
