@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from idgen_core.errors import ConfigError, IdGenError, InvalidRequest, ServiceUnavailable
+from idgen_core.errors import ConfigError, InvalidRequest, ServiceUnavailable, fresh
 from idgen_core.fetcher import Fetcher, fetch_above
 from idgen_core.retry import Backoff
 from idgen_core.segment import Segment
@@ -46,11 +46,6 @@ the remaining 80% is the time the fetch has before a caller would wait."""
 
 DEFAULT_RETRY = Backoff(initial=0.05, maximum=2.0)
 """How the fetcher thread spaces its attempts after a failed fetch (until one succeeds)."""
-
-def _clone(error: IdGenError) -> IdGenError:
-    """A fresh exception to raise in one caller's thread (tracebacks are per raise)."""
-    return type(error)(*error.args)
-
 
 class DoubleBuffer:
     """Hands out unique, increasing IDs from segments, preloading the next one.
@@ -86,7 +81,7 @@ class DoubleBuffer:
         self._preload_at = preload_at
         self._wait_timeout = wait_timeout
         self._cond = threading.Condition(threading.Lock())
-        self._fetcher = Fetcher(self, self._cond, fetch, name=name, retry=retry)
+        self._fetcher = Fetcher(self, self._cond, name=name, retry=retry)
         # Guarded by _cond, except _ids, which the hot path reads without it.
         self._ids: Iterator[int] = iter(())
         self._rest: range | None = None  # the part of the current segment after the threshold
@@ -152,7 +147,7 @@ class DoubleBuffer:
                     error = fetcher.error
                     if not fetcher.busy and not fetcher.exhausted:
                         fetcher.error = None  # a permanent error is reported once; the next call retries
-                    raise _clone(error)
+                    raise fresh(error)
                 if deadline is None:
                     self.waits += 1
                     deadline = time.monotonic() + self._wait_timeout

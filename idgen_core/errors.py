@@ -18,6 +18,7 @@ __all__ = [
     "StorageUnavailable",
     "IdSpaceExhausted",
     "ConfigError",
+    "fresh",
     "safe_repr",
 ]
 
@@ -63,6 +64,13 @@ class ConfigError(IdGenError, ValueError):
     """A setting is wrong (a flag, a config file value, a database URL, a password):
     a person has to change it. Raised before anything is served; never sent over
     the wire."""
+
+
+def fresh(error: IdGenError) -> IdGenError:
+    """A new exception of the same class and message, without traceback or context: to
+    raise once per caller (tracebacks are per raise), or to keep without keeping alive
+    the frames the original passed through."""
+    return type(error)(*error.args)
 
 
 def safe_repr(value: object) -> str:

@@ -28,6 +28,7 @@ from idgen_core.errors import (
     InvalidRequest,
     ServiceUnavailable,
     UnknownBizType,
+    fresh,
 )
 from idgen_core.retry import Backoff
 from idgen_core.segment import Segment
@@ -48,6 +49,9 @@ class Owner(Protocol):
 
     _floor: int
     """Every segment fetched must lie above this."""
+
+    _fetch: Callable[[int], Segment]
+    """``fetch(floor)``: where segments come from."""
 
     def _take(self, segment: Segment) -> bool:
         """Keep ``segment`` as the next one; False if it is no longer above the floor."""
@@ -72,11 +76,13 @@ class Fetcher:
     fetches). A fetched segment goes to the buffer's ``_take``.
     """
 
-    def __init__(self, buffer: Owner, cond: threading.Condition,
-                 fetch: Callable[[int], Segment], *, name: str, retry: Backoff) -> None:
+    def __init__(self, buffer: Owner, cond: threading.Condition, *, name: str,
+                 retry: Backoff) -> None:
+        # Only a weak reference, and the buffer's fetch taken from it per attempt: the
+        # thread must hold nothing that leads back to the buffer (a fetch may well do,
+        # e.g. a method of the buffer's owner), or an unclosed buffer would live forever.
         self._buffer = weakref.ref(buffer)
         self._cond = cond
-        self._fetch = fetch
         self._name = name
         self._retry = retry
         self._stop = threading.Event()
@@ -126,16 +132,25 @@ class Fetcher:
         while True:
             with self._cond:
                 buffer = self._buffer()
-                floor = buffer._floor if buffer is not None else 0
+                if buffer is None:  # collected: nobody will take a segment
+                    self.busy = False
+                    return
+                floor, fetch = buffer._floor, buffer._fetch
                 del buffer
             try:
-                segment = fetch_above(self._fetch, floor)
+                segment = fetch_above(fetch, floor)
             except Exception as exc:  # noqa: BLE001 - every failure is handed to callers
-                with self._cond:
-                    if self._failed(_as_idgen_error(exc, self._name)):
-                        return
+                # A copy: the original's traceback holds the fetch's frames, which may
+                # lead back to the buffer, and this thread is about to wait with it.
+                failure: IdGenError | None = fresh(_as_idgen_error(exc, self._name))
             else:
-                with self._cond:
+                failure = None
+            del fetch
+            with self._cond:
+                if failure is not None:
+                    if self._failed(failure):
+                        return
+                else:
                     buffer = self._buffer()
                     if buffer is None or buffer._take(segment):
                         self._logged = None

@@ -1,7 +1,9 @@
 """The double buffer, driven by plain fetch functions (no network, no database)."""
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import pytest
 from hypothesis import given, settings
@@ -14,11 +16,12 @@ from idgen_client import (
     UnknownBizType,
 )
 from idgen_core.buffer import DoubleBuffer
+from idgen_core.fetcher import IDLE_CHECK
 from idgen_core.errors import StorageUnavailable
 from idgen_core.retry import Backoff
 from tests.support.fakes import Source, residue_sources
 from tests.support.threads import run_threads
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, wait_until
 
 
 def test_ids_increase_across_many_segments():
@@ -148,3 +151,53 @@ def test_any_mix_of_calls_yields_unique_increasing_ids(step, preload_at, counts)
         for n in counts:
             ids += [buffer.next_id()] if n % 2 else buffer.next_ids(n)
     assert ids == sorted(set(ids))
+
+
+class _Owner:
+    """An object whose buffer fetches through one of its own methods: a reference cycle
+    through the fetch, which must not keep an unclosed buffer alive. While ``down`` is
+    set its fetch fails (a new exception each time, as a driver raises them)."""
+
+    def __init__(self, name: str, source: Source, down: threading.Event) -> None:
+        self.source, self.down = source, down
+        self.buffer = DoubleBuffer(self.fetch, name=name, wait_timeout=0.2,
+                                   retry=Backoff(0.01, 0.02))
+
+    def fetch(self, floor: int) -> Segment:
+        self.source.floors.append(floor)
+        if self.down.is_set():
+            raise ServiceUnavailable("down")
+        return self.source(floor)
+
+
+def _fetch_threads(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"idgen-fetch-{name}"]
+
+
+def test_a_buffer_nobody_closed_is_collected_and_its_thread_ends():
+    owner = _Owner("orphan", Source(step=10), threading.Event())
+    assert owner.buffer.next_ids(15)  # a fetch ran and the fetcher thread is idle now
+    buffer = weakref.ref(owner.buffer)
+    del owner
+    gc.collect()
+    assert buffer() is None
+    wait_until(lambda: not _fetch_threads("orphan"), timeout=IDLE_CHECK + 10,
+               message="the orphaned fetcher thread to end")
+
+
+def test_a_buffer_dropped_during_an_outage_stops_fetching():
+    source, down = Source(step=10), threading.Event()
+    down.set()
+    owner = _Owner("dropped", source, down)
+    try:
+        owner.buffer.next_id()  # the fetcher keeps retrying in the background
+    except ServiceUnavailable:
+        pass  # (pytest.raises would keep the traceback, and with it the buffer)
+    else:
+        raise AssertionError("the outage did not reach the caller")
+    del owner
+    wait_until(lambda: gc.collect() is not None and not _fetch_threads("dropped"),
+               timeout=10, message="the fetcher of a collected buffer to stop retrying")
+    calls = len(source.floors)
+    down.clear()  # were it still retrying, it would now fetch a segment nobody takes
+    assert len(source.floors) == calls and set(source.floors) == {0}
