@@ -24,19 +24,25 @@ from idgen_core.buffer import DEFAULT_PRELOAD_AT
 from idgen_core.errors import ConfigError, IdGenError, InvalidRequest, safe_repr
 from idgen_core.segment import MAX_COUNT, validate_biz_type
 from idgen_server.defaults import (
+    CONFIG_ENV,
+    CONFIG_KEYS,
     DATA_DIR_ENV,
+    DB_ENV,
     DEFAULT_ADDRESS,
     DEFAULT_BIZ_TYPE,
     DEFAULT_DB_TIMEOUT,
     DEFAULT_STEP,
     DEFAULT_WORKERS,
     EMBEDDED_FILE,
+    LISTEN_ENV,
     MAX_WORKERS,
 )
 from idgen_server.rows import MAX_ROW_STEP
 
-__all__ = ["main"]
+__all__ = ["TARGET_ENV", "main"]
 
+TARGET_ENV = "IDGEN_TARGET"
+"""The server(s) ``idgen next`` asks, when no --target is given."""
 
 
 def _biz_type(value: str) -> str:
@@ -103,12 +109,12 @@ def _parser() -> argparse.ArgumentParser:
                            f"and a biz type named {DEFAULT_BIZ_TYPE!r}.")
     serve.add_argument("--db", action="append", metavar="URL",
                        help="a database (SQLAlchemy URL); repeat for several: DB k of n serves "
-                       "IDs = k (mod n). Env IDGEN_DB (comma-separated). Default: the embedded database")
+                       f"IDs = k (mod n). Env {DB_ENV} (comma-separated). Default: the embedded database")
     serve.add_argument("--config", metavar="FILE",
-                       help="TOML file with any of: db, listen, workers, metrics_port, "
-                       "db_timeout, preload_at (env IDGEN_CONFIG); flags and env win")
+                       help=f"TOML file with any of: {', '.join(CONFIG_KEYS)} (env {CONFIG_ENV}); "
+                       "flags and env win")
     serve.add_argument("--listen", metavar="HOST:PORT",
-                       help=f"address to serve on (env IDGEN_LISTEN; default {DEFAULT_ADDRESS})")
+                       help=f"address to serve on (env {LISTEN_ENV}; default {DEFAULT_ADDRESS})")
     serve.add_argument("--workers", type=_bounded_int(1, MAX_WORKERS),
                        help=f"RPC threads (default {DEFAULT_WORKERS})")
     serve.add_argument("--metrics-port", type=_bounded_int(0, 65535), metavar="PORT",
@@ -135,8 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     nxt.add_argument("name", type=_biz_type)
     nxt.add_argument("--count", type=_bounded_int(1, MAX_COUNT), default=1)
     nxt.add_argument("--target", metavar="HOST:PORT[,HOST:PORT...]",
-                     default=os.environ.get("IDGEN_TARGET", DEFAULT_ADDRESS),
-                     help=f"server(s) to ask (env IDGEN_TARGET; default {DEFAULT_ADDRESS})")
+                     default=os.environ.get(TARGET_ENV, DEFAULT_ADDRESS),
+                     help=f"server(s) to ask (env {TARGET_ENV}; default {DEFAULT_ADDRESS})")
     return parser
 
 
@@ -156,7 +162,7 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
         module = importlib.import_module("idgen_cli.server_commands")
     except ImportError as exc:
         raise ConfigError(
-            f"`idgen {command}` needs the server's packages ({exc.name} is missing): "
+            f"`idgen {command}` needs the server's packages ({exc.name or exc} is missing): "
             "pip install 'idgen[server]'") from None
     return getattr(module, command.replace("-", "_"))  # type: ignore[no-any-return]
 

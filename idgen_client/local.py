@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from idgen_client.remote import RemoteClient
-from idgen_core.buffer import DEFAULT_PRELOAD_AT, DoubleBuffer
+from idgen_core.buffer import DEFAULT_PRELOAD_AT, DEFAULT_WAIT_TIMEOUT, DoubleBuffer
 from idgen_core.segment import Segment, validate_biz_type
 from idgen_core.sizing import AdaptiveSteps
 from idgen_wire.address import DEFAULT_ADDRESS
@@ -50,7 +50,7 @@ class LocalGenerator:
         *,
         preload_at: float = DEFAULT_PRELOAD_AT,
         floor: int = 0,
-        wait_timeout: float = 30.0,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
     ) -> None:
         self.biz_type = validate_biz_type(biz_type)
         if isinstance(targets, RemoteClient):

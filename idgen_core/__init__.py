@@ -7,6 +7,7 @@ that never talks to a server) can use it without the other side's weight.
 - ``errors``: the named errors, the same on both sides of the wire.
 - ``segment``: a segment of IDs and the limits of a request.
 - ``buffer``: the double buffer, given a ``fetch(floor) -> Segment`` callable.
+- ``fetcher``: the buffer's background thread that fetches the next segment.
 - ``sizing``: how many steps the next allocation should claim.
 - ``retry``: the one backoff policy every retrying loop uses.
 """

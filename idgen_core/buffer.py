@@ -35,7 +35,8 @@ from idgen_core.fetcher import Fetcher, fetch_above
 from idgen_core.retry import Backoff
 from idgen_core.segment import Segment
 
-__all__ = ["DEFAULT_PRELOAD_AT", "DEFAULT_RETRY", "DoubleBuffer", "FetchSegment"]
+__all__ = ["DEFAULT_PRELOAD_AT", "DEFAULT_RETRY", "DEFAULT_WAIT_TIMEOUT", "DoubleBuffer",
+           "FetchSegment", "check_preload_at"]
 
 FetchSegment = Callable[[int], Segment]
 """``fetch(floor)``: allocate a new segment whose IDs are all above ``floor``."""
@@ -44,8 +45,18 @@ DEFAULT_PRELOAD_AT = 0.2
 """Fetch the next segment once 20% of the current one is used (Tinyid's figure):
 the remaining 80% is the time the fetch has before a caller would wait."""
 
+DEFAULT_WAIT_TIMEOUT = 30.0
+"""Seconds a caller waits for a segment when both are used up, before ``ServiceUnavailable``."""
+
 DEFAULT_RETRY = Backoff(initial=0.05, maximum=2.0)
 """How the fetcher thread spaces its attempts after a failed fetch (until one succeeds)."""
+
+def check_preload_at(preload_at: float) -> float:
+    """``preload_at`` if it is a share in ``[0, 1)``, else ``ConfigError``."""
+    if not 0.0 <= preload_at < 1.0:  # NaN fails both comparisons: refused too
+        raise ConfigError(f"preload_at must be in [0, 1), got {preload_at}")
+    return preload_at
+
 
 class DoubleBuffer:
     """Hands out unique, increasing IDs from segments, preloading the next one.
@@ -67,11 +78,10 @@ class DoubleBuffer:
         name: str = "idgen",
         preload_at: float = DEFAULT_PRELOAD_AT,
         floor: int = 0,
-        wait_timeout: float = 30.0,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
         retry: Backoff = DEFAULT_RETRY,
     ) -> None:
-        if not 0.0 <= preload_at < 1.0:
-            raise ConfigError(f"preload_at must be in [0, 1), got {preload_at}")
+        check_preload_at(preload_at)
         if floor < 0:
             raise ConfigError(f"floor must be at least 0, got {floor}")
         if not wait_timeout > 0:

@@ -43,6 +43,7 @@ from idgen_server.health import Health
 from idgen_server.rows import BizRow, check_residue_set
 from idgen_server.rowset import RowSet
 from idgen_server.store import SegmentStore
+from idgen_server.urls import check_distinct
 
 __all__ = ["Allocator", "unknown_biz_type"]
 
@@ -74,8 +75,7 @@ class Allocator:
         probe_interval: float = 0.5,
         watch_interval: float = 1.0,
     ) -> None:
-        if not stores:
-            raise InvalidRequest("at least one database is needed")
+        check_distinct([store.name for store in stores])
         self.stores = tuple(stores)
         self._health = Health([s.name for s in self.stores])
         self._rows = RowSet(self.stores, self._health, watch_interval=watch_interval)

@@ -21,21 +21,26 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
+from idgen_core.buffer import check_preload_at
 from idgen_core.errors import ConfigError, safe_repr
 from idgen_server.defaults import (
+    CONFIG_ENV,
+    CONFIG_KEYS,
     DATA_DIR_ENV,
+    DB_ENV,
     DEFAULT_ADDRESS,
     DEFAULT_DB_TIMEOUT,
     DEFAULT_GRACE,
     DEFAULT_PRELOAD_AT,
     DEFAULT_WORKERS,
     EMBEDDED_FILE,
+    LISTEN_ENV,
     MAX_SECONDS,
     MAX_WORKERS,
 )
-from idgen_server.urls import normalize_url
+from idgen_server.urls import check_distinct, normalize_url, redact_url
 from idgen_wire.address import parse_address
 
 __all__ = ["ServerConfig", "default_database"]
@@ -83,12 +88,11 @@ class ServerConfig:
     embedded: bool = False
 
     def __post_init__(self) -> None:
-        if (not isinstance(self.db_urls, tuple) or not self.db_urls
+        if (not isinstance(self.db_urls, tuple)
                 or not all(isinstance(u, str) and u.strip() for u in self.db_urls)):
             raise ConfigError("give at least one database URL, e.g. sqlite:///var/lib/idgen.db")
         urls = tuple(normalize_url(u) for u in self.db_urls)
-        if len(set(urls)) != len(urls):
-            raise ConfigError("the same database is given twice")
+        check_distinct([redact_url(u) for u in urls])
         object.__setattr__(self, "db_urls", urls)
         if not isinstance(self.listen, str):
             raise ConfigError(f"listen must be HOST:PORT text, not {type(self.listen).__name__}")
@@ -100,8 +104,7 @@ class ServerConfig:
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"workers must be in 1..{MAX_WORKERS}, got {self.workers}")
         _number("preload_at", self.preload_at)
-        if not 0 <= self.preload_at < 1:
-            raise ConfigError(f"preload_at must be in [0, 1), got {self.preload_at}")
+        check_preload_at(self.preload_at)
         _number("db_timeout", self.db_timeout)
         if not 0 < self.db_timeout <= MAX_SECONDS:
             raise ConfigError(f"db timeout must be more than 0 and at most {MAX_SECONDS:g} "
@@ -125,14 +128,14 @@ class ServerConfig:
         **overrides: object,
     ) -> ServerConfig:
         """Flags first (None means not given), then ``env``, then the file, then defaults."""
-        path = config_file or env.get("IDGEN_CONFIG", "").strip() or None
+        path = config_file or env.get(CONFIG_ENV, "").strip() or None
         settings = _read_file(path) if path else {}
         urls: tuple[str, ...]
         embedded = False
         if db:
             urls = tuple(db)
-        elif env.get("IDGEN_DB", "").strip():
-            urls = tuple(u.strip() for u in env["IDGEN_DB"].split(",") if u.strip())
+        elif env.get(DB_ENV, "").strip():
+            urls = tuple(u.strip() for u in env[DB_ENV].split(",") if u.strip())
         elif "db" in settings:
             db_setting = settings["db"]
             if isinstance(db_setting, str):
@@ -144,13 +147,13 @@ class ServerConfig:
             urls, embedded = (default_database(env),), True
         settings.pop("db", None)
         from_file = settings.pop("listen", DEFAULT_ADDRESS)
-        settings["listen"] = listen or env.get("IDGEN_LISTEN", "").strip() or from_file
+        settings["listen"] = listen or env.get(LISTEN_ENV, "").strip() or from_file
         given = {k: v for k, v in overrides.items() if v is not None}
         # The values' types are checked by the constructor: a file may hold anything.
         return cls(db_urls=urls, embedded=embedded, **{**settings, **given})  # type: ignore[arg-type]
 
 
-_FILE_KEYS = {f.name for f in fields(ServerConfig)} - {"db_urls", "embedded"} | {"db"}
+_FILE_KEYS = frozenset(CONFIG_KEYS)
 
 
 def _read_file(path: str) -> dict[str, object]:

@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from idgen_core.errors import BizTypeConflict, InvalidRequest
+from idgen_core.errors import BizTypeConflict
 from idgen_core.segment import validate_biz_type
 from idgen_server.rows import BizRow, new_registration, residue_class
 from idgen_server.store import SegmentStore
+from idgen_server.urls import check_distinct
 
 __all__ = ["Registered", "register"]
 
@@ -47,10 +48,7 @@ def register(stores: Sequence[SegmentStore], biz_type: str, *, step: int) -> lis
     ``StorageUnavailable`` when a database cannot be read.
     """
     validate_biz_type(biz_type)
-    if not stores:
-        raise InvalidRequest("give at least one database")
-    if len({s.name for s in stores}) != len(stores):
-        raise InvalidRequest("the same database is given twice")
+    check_distinct([store.name for store in stores])
     existing = [store.read(biz_type) for store in stores]
     registration = _registration_to_complete(biz_type, stores, existing, step)
     results = []

@@ -54,20 +54,22 @@ class IdGenServer:
                 stores.append(SegmentStore(url, timeout=config.db_timeout))
             self.unreachable = self._prepare(stores)
             """Names of the databases that did not answer at start-up."""
+            self.allocator = Allocator(stores)
         except BaseException:
             for store in stores:
                 store.close()
             raise
-        self.allocator = Allocator(stores)
         self.buffers = BufferPool(self.allocator, preload_at=config.preload_at)
-        self.service = servicer(self.buffers, self.allocator)
-        self._executor = ThreadPoolExecutor(max_workers=config.workers,
-                                            thread_name_prefix="idgen-rpc")
-        self._grpc = grpc.server(
-            self._executor,
-            options=[("grpc.so_reuseport", 0)],
-        )
-        add_to_server(self.service, self._grpc)  # parses requests itself: bad bytes are INVALID_ARGUMENT
+        try:
+            self.service = servicer(self.buffers, self.allocator)
+            self._executor = ThreadPoolExecutor(max_workers=config.workers,
+                                                thread_name_prefix="idgen-rpc")
+            self._grpc = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])
+            add_to_server(self.service, self._grpc)  # parses requests itself: bad bytes are INVALID_ARGUMENT
+        except BaseException:
+            self.buffers.close()
+            self.allocator.close()
+            raise
         self._metrics: MetricsEndpoint | None = None
         try:
             # gRPC's core would also print its own multi-line complaint about a port in use.
@@ -137,8 +139,10 @@ class IdGenServer:
 
     def _release(self, grace: float = 0.0) -> None:
         self._grpc.stop(grace).wait()
-        self._executor.shutdown(wait=True)
+        # Before the executor: a call still waiting on a buffer ends now, as UNAVAILABLE,
+        # rather than up to the buffer's wait timeout after the grace period.
         self.buffers.close()
+        self._executor.shutdown(wait=True)
         if self._metrics is not None:
             self._metrics.close()
         self.allocator.close()

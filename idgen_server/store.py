@@ -48,6 +48,7 @@ from idgen_core.errors import (
 from idgen_core.retry import Backoff
 from idgen_core.segment import INT64_MAX, Segment, validate_biz_type
 from idgen_server.database import DB_ERRORS, Database
+from idgen_server.defaults import DEFAULT_DB_TIMEOUT
 from idgen_server.highwater import HighWater
 from idgen_server.rows import MAX_ROW_STEP, BizRow, check_row, damaged_row, new_registration
 from idgen_server.schema import segment_table
@@ -84,7 +85,8 @@ class SegmentStore:
     database (password hidden), never with SQL in the message.
     """
 
-    def __init__(self, url: str, *, timeout: float = 3.0, max_attempts: int = 100) -> None:
+    def __init__(self, url: str, *, timeout: float = DEFAULT_DB_TIMEOUT, max_attempts: int = 100
+                 ) -> None:
         self._db = Database(url, timeout=timeout)
         self.name = self._db.name
         """The database's URL without its password: what messages and logs show."""

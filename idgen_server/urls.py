@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 
 from sqlalchemy.engine import make_url
 
 from idgen_core.errors import ConfigError
 
-__all__ = ["is_secret_key", "normalize_url", "redact_text", "redact_url", "sqlite_path"]
+__all__ = ["check_distinct", "is_secret_key", "normalize_url", "redact_text", "redact_url",
+           "sqlite_path"]
 
 _SPELLINGS = (("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql://"),
               ("postgres://", "postgresql+psycopg://"), ("postgresql://", "postgresql+psycopg://"))
@@ -97,3 +99,20 @@ def redact_text(text: str) -> str:
     """``text`` (a message that may quote what a person typed) with every URL-like word
     passed through ``redact_url``."""
     return _URLISH.sub(lambda match: redact_url(match.group(0)), text)
+
+
+def check_distinct(names: Sequence[str]) -> None:
+    """``ConfigError`` unless at least one database is given, and none twice.
+
+    ``names`` are redacted URLs (``redact_url``, what ``SegmentStore.name`` holds):
+    two URLs that differ only in their password name the same database, and serving
+    one database as two would give it two residue classes.
+    """
+    if not names:
+        raise ConfigError("give at least one database URL, e.g. sqlite:///var/lib/idgen.db")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"the same database is given twice: {name}")
+        seen.add(name)
+

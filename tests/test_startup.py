@@ -150,3 +150,13 @@ def test_an_unreachable_database_does_not_stop_the_server(tmp_path, start_server
     assert "database 2: postgresql+psycopg://idgen@127.0.0.1:" in output
     assert "sslpassword=***" in output
     assert "unreachable for now" in output and PASSWORD not in output
+
+
+def test_every_setting_of_the_configuration_can_be_given_in_a_config_file():
+    from dataclasses import fields
+
+    from idgen_server.config import ServerConfig
+    from idgen_server.defaults import CONFIG_KEYS
+
+    settings = {f.name for f in fields(ServerConfig)} - {"db_urls", "embedded"} | {"db"}
+    assert set(CONFIG_KEYS) == settings
