@@ -143,6 +143,10 @@ class Fetcher:
                 # A copy: the original's traceback holds the fetch's frames, which may
                 # lead back to the buffer, and this thread is about to wait with it.
                 failure: IdGenError | None = fresh(_as_idgen_error(exc, self._name))
+                if not isinstance(exc, IdGenError) and str(failure) != self._logged:
+                    # Not one of ours: a bug or an unforeseen driver error. Its traceback
+                    # once per kind, like the warning (only this thread writes _logged).
+                    log.error("fetching a segment for %r failed", self._name, exc_info=exc)
             else:
                 failure = None
             del fetch
@@ -187,9 +191,8 @@ class Fetcher:
 
 def _as_idgen_error(exc: Exception, name: str) -> IdGenError:
     """``exc`` as callers get it: an ``IdGenError`` as it is; anything else (a bug, an
-    unforeseen driver error) logged here and reported as ``ServiceUnavailable``."""
+    unforeseen driver error) as ``ServiceUnavailable``."""
     if isinstance(exc, IdGenError):
         return exc
-    log.error("fetching a segment for %r failed", name, exc_info=exc)
     return ServiceUnavailable(
         f"fetching a segment for {name!r} failed ({type(exc).__name__}): retry later")

@@ -201,3 +201,15 @@ def test_a_buffer_dropped_during_an_outage_stops_fetching():
     calls = len(source.floors)
     down.clear()  # were it still retrying, it would now fetch a segment nobody takes
     assert len(source.floors) == calls and set(source.floors) == {0}
+
+
+def test_an_unexpected_error_in_a_fetch_is_logged_once_with_its_traceback(caplog):
+    source = Source(step=10)
+    source.fail = ZeroDivisionError("a bug in the fetch")
+    with DoubleBuffer(source, name="buggy", wait_timeout=0.3,
+                      retry=Backoff(0.005, 0.01)) as buffer:
+        with pytest.raises(ServiceUnavailable, match="ZeroDivisionError"):
+            buffer.next_id()
+        wait_until(lambda: len(source.floors) >= 5, message="several retries")
+    tracebacks = [r for r in caplog.records if r.exc_info and "buggy" in r.getMessage()]
+    assert len(tracebacks) == 1 and tracebacks[0].exc_info[0] is ZeroDivisionError
