@@ -17,6 +17,11 @@ __all__ = ["ProxiedDatabases", "edit_row", "open_stores", "prepare", "read_row",
            "registered"]
 
 
+ORPHAN_WAIT = 30.0
+"""Seconds the direct stores wait on a locked row: above the 9 s in which the database ends
+a transaction left open by a server that vanished (idgen_server.database.make_engine)."""
+
+
 def open_stores(urls: Sequence[str], **options: float) -> list[SegmentStore]:
     """A store on each URL (``options`` go to each ``SegmentStore``), its table created."""
     stores = [SegmentStore(url, **options) for url in urls]  # type: ignore[arg-type]
@@ -75,7 +80,10 @@ class ProxiedDatabases:
 
     def __init__(self, urls: Sequence[str]) -> None:
         self.urls = list(urls)
-        self.stores = open_stores(self.urls)
+        # Hand edits may meet a row locked by a transaction whose server vanished (the
+        # orphan-commit fault), which the database ends within 3x the servers' timeout:
+        # wait longer than that rather than fail the edit.
+        self.stores = open_stores(self.urls, timeout=ORPHAN_WAIT)
         self.proxies: list[TcpProxy] = []
         self.proxied: list[str] = []
         for url in self.urls:
