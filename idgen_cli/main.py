@@ -1,4 +1,4 @@
-"""The ``idgen`` command: serve, init-db, add-biz, next.
+"""The ``idgen`` command: serve, init-db, add-biz, token, next.
 
 The one place that assembles client and server. Only ``next`` is a client; the
 other commands load the server (``idgen_cli.server_commands``) when they run,
@@ -28,16 +28,22 @@ from idgen_server.defaults import (
     CONFIG_KEYS,
     DATA_DIR_ENV,
     DB_ENV,
+    DB_PASSWORD_FILE_ENV,
     DEFAULT_ADDRESS,
     DEFAULT_BIZ_TYPE,
     DEFAULT_DB_TIMEOUT,
+    DEFAULT_QUOTA_CALLS,
+    DEFAULT_QUOTA_IDS,
     DEFAULT_STEP,
     DEFAULT_WORKERS,
     EMBEDDED_FILE,
     LISTEN_ENV,
     MAX_WORKERS,
+    METRICS_HOST,
+    TLS_ENV,
 )
 from idgen_server.rows import MAX_ROW_STEP
+from idgen_wire.auth import TOKEN_ENV
 
 __all__ = ["TARGET_ENV", "main"]
 
@@ -107,26 +113,38 @@ def _parser() -> argparse.ArgumentParser:
                            f"SQLite database {EMBEDDED_FILE} in ${DATA_DIR_ENV}, else in the per-user "
                            "data directory (~/.local/share/idgen on Linux), creating its schema "
                            f"and a biz type named {DEFAULT_BIZ_TYPE!r}.")
-    serve.add_argument("--db", action="append", metavar="URL",
-                       help="a database (SQLAlchemy URL); repeat for several: DB k of n serves "
-                       f"IDs = k (mod n). Env {DB_ENV} (comma-separated). Default: the embedded database")
-    serve.add_argument("--config", metavar="FILE",
-                       help=f"TOML file with any of: {', '.join(CONFIG_KEYS)} (env {CONFIG_ENV}); "
-                       "flags and env win")
+    _database_options(serve, "Default: the embedded database")
     serve.add_argument("--listen", metavar="HOST:PORT",
-                       help=f"address to serve on (env {LISTEN_ENV}; default {DEFAULT_ADDRESS})")
+                       help=f"address to serve on (env {LISTEN_ENV}; default {DEFAULT_ADDRESS}); "
+                       "beyond loopback it needs TLS and tokens, or --insecure")
+    serve.add_argument("--tls-cert", metavar="FILE",
+                       help=f"serve TLS only, with this PEM certificate (chain) (env {TLS_ENV['tls_cert']})")
+    serve.add_argument("--tls-key", metavar="FILE",
+                       help=f"the certificate's unencrypted PEM key (env {TLS_ENV['tls_key']})")
+    serve.add_argument("--tls-client-ca", metavar="FILE",
+                       help="mutual TLS: require client certificates signed by a CA in this PEM file "
+                       f"(env {TLS_ENV['tls_client_ca']})")
+    serve.add_argument("--insecure", action="store_true", default=None,
+                       help="allow serving beyond loopback without TLS, and without tokens until one "
+                       "is created (logs a warning)")
     serve.add_argument("--workers", type=_bounded_int(1, MAX_WORKERS),
                        help=f"RPC threads (default {DEFAULT_WORKERS})")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT",
+                       help="serve Prometheus metrics on this address")
     serve.add_argument("--metrics-port", type=_bounded_int(0, 65535), metavar="PORT",
-                       help="serve Prometheus metrics on this port")
+                       help=f"serve Prometheus metrics on {METRICS_HOST}:PORT")
+    serve.add_argument("--quota-calls", type=_number, metavar="N",
+                       help=f"calls per second per caller, 0 for no limit (default {DEFAULT_QUOTA_CALLS})")
+    serve.add_argument("--quota-ids", type=_number, metavar="N",
+                       help=f"IDs per second per caller, 0 for no limit (default {DEFAULT_QUOTA_IDS})")
     serve.add_argument("--db-timeout", type=_number, metavar="SECONDS",
                        help=f"connect/read timeout per database call (default {DEFAULT_DB_TIMEOUT:g})")
     serve.add_argument("--preload-at", type=_number, metavar="FRACTION",
                        help="fetch the next segment once this share of the current one is used "
                        f"(default {DEFAULT_PRELOAD_AT:g})")
 
-    init = sub.add_parser("init-db", help="create the schema (harmless to repeat)")
-    init.add_argument("--db", action="append", metavar="URL", required=True)
+    init = sub.add_parser("init-db", help="create the tables (harmless to repeat)")
+    _database_options(init, "Default: the embedded database")
 
     add = sub.add_parser("add-biz", help="register a biz type in every given database",
                          description="Register a biz type. With n databases, DB k (in the order "
@@ -135,7 +153,23 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name", type=_biz_type)
     add.add_argument("--step", type=_bounded_int(1, MAX_ROW_STEP), default=DEFAULT_STEP,
                      help=f"numbers claimed per allocation (default {DEFAULT_STEP})")
-    add.add_argument("--db", action="append", metavar="URL", required=True)
+    _database_options(add, "Default: the embedded database")
+
+    token = sub.add_parser("token", help="create, list or revoke the tokens callers need",
+                           description="Tokens live in every database of the server; a server "
+                           "needs one on every call once any exists.")
+    tokens = token.add_subparsers(dest="token_command", required=True, metavar="ACTION",
+                                  parser_class=_Parser)
+    create = tokens.add_parser("create", help="make a token and print it (once)")
+    create.add_argument("--biz", action="append", required=True, metavar="NAME",
+                        help="a biz type it grants; repeat for several; '*' for every one")
+    create.add_argument("--name", help="a name for people (default token-ID)")
+    create.add_argument("--admin", action="store_true", help="also grant the admin scope")
+    listing = tokens.add_parser("list", help="list the tokens (never their secrets)")
+    revoke = tokens.add_parser("revoke", help="revoke a token in every database")
+    revoke.add_argument("token", metavar="NAME|ID")
+    for action in (create, listing, revoke):
+        _database_options(action, "Default: the embedded database")
 
     nxt = sub.add_parser("next", help="ask a server for IDs and print them, one per line")
     nxt.add_argument("name", type=_biz_type)
@@ -143,26 +177,62 @@ def _parser() -> argparse.ArgumentParser:
     nxt.add_argument("--target", metavar="HOST:PORT[,HOST:PORT...]",
                      default=os.environ.get(TARGET_ENV, DEFAULT_ADDRESS),
                      help=f"server(s) to ask (env {TARGET_ENV}; default {DEFAULT_ADDRESS})")
+    nxt.add_argument("--token-file", metavar="FILE",
+                     help=f"read the token from FILE (or set {TOKEN_ENV}; a token is never an "
+                     "argument, where ps would show it)")
+    nxt.add_argument("--ca-file", metavar="FILE", help="use TLS, trusting this CA (env IDGEN_TLS_CA)")
+    nxt.add_argument("--cert-file", metavar="FILE",
+                     help="client certificate for mutual TLS (env IDGEN_TLS_CERT)")
+    nxt.add_argument("--key-file", metavar="FILE", help="its key (env IDGEN_TLS_KEY)")
+    nxt.add_argument("--tls-server-name", metavar="NAME",
+                     help="check the server's certificate for NAME rather than the target's host")
     return parser
+
+
+def _database_options(parser: argparse.ArgumentParser, default: str) -> None:
+    """--db, --config and --db-password-file: the databases, as ``serve`` finds them."""
+    parser.add_argument("--db", action="append", metavar="[LABEL=]URL",
+                        help="a database (SQLAlchemy URL); repeat for several: DB k of n serves "
+                        f"IDs = k (mod n). Env {DB_ENV} (comma-separated). {default}")
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"TOML file with any of: {', '.join(CONFIG_KEYS)} (env {CONFIG_ENV}); "
+                        "flags and env win")
+    parser.add_argument("--db-password-file", metavar="FILE",
+                        help="the password of every database URL that names a user but none, read "
+                        f"from FILE: it stays out of ps (env {DB_PASSWORD_FILE_ENV})")
 
 
 def _next(args: argparse.Namespace) -> int:
     from idgen_client.remote import RemoteClient
 
-    with RemoteClient(args.target) as client:
+    token = _read_token(args.token_file) if args.token_file else None
+    with RemoteClient(args.target, token=token, ca_file=args.ca_file, cert_file=args.cert_file,
+                      key_file=args.key_file, tls_server_name=args.tls_server_name) as client:
         ids = client.next_ids(args.name, args.count)
     sys.stdout.write("".join(f"{i}\n" for i in ids))
     return 0
 
 
-def _handler(command: str) -> Callable[[argparse.Namespace], int]:
+def _read_token(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the token file {path}: "
+                          f"{getattr(exc, 'strerror', None) or 'not ASCII text'}") from None
+
+
+def _handler(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
+    command = args.command
     if command == "next":
         return _next
+    if command == "token":
+        command = f"token_{args.token_command}"
     try:
         module = importlib.import_module("idgen_cli.server_commands")
     except ImportError as exc:
         raise ConfigError(
-            f"`idgen {command}` needs the server's packages ({exc.name or exc} is missing): "
+            f"`idgen {args.command}` needs the server's packages ({exc.name or exc} is missing): "
             "pip install 'idgen[server]'") from None
     return getattr(module, command.replace("-", "_"))  # type: ignore[no-any-return]
 
@@ -174,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _handler(args.command)(args)
+        return _handler(args)(args)
     except (ConfigError, InvalidRequest) as exc:
         print(f"idgen: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2

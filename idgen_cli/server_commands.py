@@ -1,7 +1,10 @@
-"""The commands that run or set up a server: serve, init-db, add-biz.
+"""The commands that run or set up a server: serve, init-db, add-biz, and token create/list/revoke.
 
 Loaded by ``idgen_cli.main`` only when one of them runs: they need the server's
-packages (``pip install 'idgen[server]'``).
+packages (``pip install 'idgen[server]'``). Every one of them finds its databases
+as ``serve`` does (``--db``, ``IDGEN_DB``, ``--config``, else the embedded
+database), and takes passwords from ``--db-password-file``, so that none has to
+be typed where ``ps`` shows it.
 """
 from __future__ import annotations
 
@@ -10,19 +13,23 @@ import os
 import signal
 import threading
 
+from idgen_cli.databases import stores
+from idgen_cli.token_commands import token_create, token_list, token_revoke
 from idgen_server.config import ServerConfig
 from idgen_server.registry import register
 from idgen_server.server import IdGenServer
-from idgen_server.store import SegmentStore
 
-__all__ = ["add_biz", "init_db", "serve"]
+__all__ = ["add_biz", "init_db", "serve", "token_create", "token_list", "token_revoke"]
 
 
 def serve(args: argparse.Namespace) -> int:
     config = ServerConfig.from_sources(
         db=args.db, listen=args.listen, env=os.environ, config_file=args.config,
-        workers=args.workers,
-        metrics_port=args.metrics_port, preload_at=args.preload_at, db_timeout=args.db_timeout)
+        db_password_file=args.db_password_file, workers=args.workers,
+        metrics_port=args.metrics_port, metrics_listen=args.metrics_listen,
+        preload_at=args.preload_at, db_timeout=args.db_timeout,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+        insecure=args.insecure, quota_calls=args.quota_calls, quota_ids=args.quota_ids)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -31,9 +38,11 @@ def serve(args: argparse.Namespace) -> int:
             note = " (unreachable for now: serving from the others)" \
                 if store.name in server.unreachable else ""
             embedded = " (embedded)" if config.embedded else ""
-            print(f"idgen: database {k}: {store.name}{embedded}{note}", flush=True)
-        print(f"idgen: serving on {server.address} "
-              f"({len(config.db_urls)} database(s)); Ctrl-C to stop", flush=True)
+            print(f"idgen: database {k} ({config.db_labels[k]}): {store.name}{embedded}{note}",
+                  flush=True)
+        tokens = "tokens required" if server.auth.required else "no token required"
+        print(f"idgen: serving on {server.address} ({server.security}, {tokens}; "
+              f"{len(config.db_urls)} database(s)); Ctrl-C to stop", flush=True)
         _wait(stop)
         print("idgen: stopping", flush=True)
     return 0
@@ -46,26 +55,17 @@ def _wait(stop: threading.Event) -> None:
 
 
 def init_db(args: argparse.Namespace) -> int:
-    for url in args.db:
-        store = SegmentStore(url)
-        try:
+    with stores(args) as opened:
+        for store in opened:
             store.create_schema()
-        finally:
-            store.close()
-        print(f"schema ready in {store.name}")
+            print(f"schema ready in {store.name}")
     return 0
 
 
 def add_biz(args: argparse.Namespace) -> int:
-    stores: list[SegmentStore] = []
-    try:
-        for url in args.db:
-            stores.append(SegmentStore(url))
-        for result in register(stores, args.name, step=args.step):
+    with stores(args) as opened:
+        for result in register(opened, args.name, step=args.step):
             state = "registered" if result.created else "already registered"
             print(f"{args.name}: {state} in {result.database} "
                   f"(step {result.step}, delta {result.delta}, remainder {result.remainder})")
-    finally:
-        for store in stores:
-            store.close()
     return 0

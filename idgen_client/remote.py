@@ -3,19 +3,35 @@
 It spreads calls across the servers it is given (round robin) and, when one
 answers ``UNAVAILABLE`` or does not answer in time, retries on the next after
 the shared backoff (``idgen_core.retry``). Retrying is always safe: a call whose answer
-was lost wastes IDs, it never causes one to be handed out twice.
+was lost wastes IDs, it never causes one to be handed out twice. A failure that
+retrying cannot fix (TLS spoken to a plaintext server or the reverse, a
+certificate the client does not trust) is raised at once, explained
+(``idgen_client.tls``).
+
+Security: a token (``authorization: Bearer``) and TLS files, each from an
+argument or, when not given, from the environment (``IDGEN_TOKEN``,
+``IDGEN_TLS_CA``, ``IDGEN_TLS_CERT``, ``IDGEN_TLS_KEY``).
 """
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
+from idgen_client.tls import (
+    CA_FILE,
+    CERT_FILE,
+    KEY_FILE,
+    channel_credentials,
+    explain_failure,
+    server_speaks_tls,
+)
 from idgen_core.errors import ConfigError, InvalidRequest, ServiceUnavailable
 from idgen_core.retry import Backoff
 from idgen_core.segment import (
@@ -27,7 +43,8 @@ from idgen_core.segment import (
 )
 from idgen_wire import idgen_pb2, idgen_pb2_grpc
 from idgen_wire.address import DEFAULT_ADDRESS, parse_targets
-from idgen_wire.status import error_for
+from idgen_wire.auth import TOKEN_ENV, bearer
+from idgen_wire.status import error_from
 
 __all__ = ["RemoteClient"]
 
@@ -50,6 +67,13 @@ class RemoteClient:
     timeout, waiting ``Backoff(backoff, max_backoff).delay(attempt)`` in
     between. Errors are ``IdGenError`` subclasses, the same the server raised
     (``UnknownBizType`` for ``NOT_FOUND``, ...); bad settings raise ``ConfigError``.
+
+    ``token`` is sent with every call; ``ca_file`` turns TLS on (``tls=True`` does
+    with the system's root CAs), ``cert_file`` and ``key_file`` add a client
+    certificate (mutual TLS), ``tls_server_name`` checks the servers'
+    certificates for that name rather than the address's host. Each of the
+    first four is read from ``env`` (the process environment) when not given:
+    ``IDGEN_TOKEN``, ``IDGEN_TLS_CA``, ``IDGEN_TLS_CERT``, ``IDGEN_TLS_KEY``.
     """
 
     def __init__(
@@ -60,7 +84,24 @@ class RemoteClient:
         retries: int = 4,
         backoff: float = 0.05,
         max_backoff: float = 1.0,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        tls: bool | None = None,
+        tls_server_name: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        env = os.environ if env is None else env
+        token = token if token is not None else env.get(TOKEN_ENV) or None
+        ca_file = ca_file or env.get(CA_FILE[1]) or None
+        cert_file = cert_file or env.get(CERT_FILE[1]) or None
+        key_file = key_file or env.get(KEY_FILE[1]) or None
+        self._tls = bool(tls) or bool(ca_file or cert_file)
+        if tls is False and (ca_file or cert_file):
+            raise ConfigError("tls=False, but TLS files are given (ca_file, cert_file or IDGEN_TLS_*)")
+        self._client_cert = cert_file is not None
+        self._metadata = _token_metadata(token)
         if not timeout > 0:
             raise ConfigError(f"timeout must be positive, got {timeout}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -68,7 +109,13 @@ class RemoteClient:
         self.targets = parse_targets(targets)
         self._timeout = timeout
         self._backoff = Backoff(backoff, max_backoff, attempts=retries + 1)
-        self._channels = [grpc.insecure_channel(t, options=_CHANNEL_OPTIONS) for t in self.targets]
+        if self._tls:
+            credentials = channel_credentials(ca_file, cert_file, key_file)
+            options = _CHANNEL_OPTIONS + ((("grpc.ssl_target_name_override", tls_server_name),)
+                                          if tls_server_name else ())
+            self._channels = [grpc.secure_channel(t, credentials, options=options) for t in self.targets]
+        else:
+            self._channels = [grpc.insecure_channel(t, options=_CHANNEL_OPTIONS) for t in self.targets]
         self._stubs = [idgen_pb2_grpc.IdGeneratorStub(c) for c in self._channels]
         self._turn = itertools.count(random.randrange(len(self._stubs)))
         self._closed = threading.Event()
@@ -114,19 +161,32 @@ class RemoteClient:
         for attempt in range(attempts):
             if attempt and self._closed.wait(self._backoff.delay(attempt)):
                 break
-            stub = self._stubs[next(self._turn) % len(self._stubs)]
+            turn = next(self._turn) % len(self._stubs)
             try:
-                return getattr(stub, method)(request, timeout=self._timeout)
+                return getattr(self._stubs[turn], method)(request, timeout=self._timeout,
+                                                          metadata=self._metadata)
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code not in _RETRYABLE:
-                    raise error_for(code, exc.details() or "") from None
+                    raise error_from(exc) from None
+                if code is grpc.StatusCode.UNAVAILABLE:
+                    self._raise_if_misconfigured(exc.details() or "", self.targets[turn])
                 last = exc
         tried = ", ".join(self.targets)
         detail = last.details() if last is not None else "client closed"
         raise ServiceUnavailable(
             f"no ID server answered after {attempts} attempts ({tried}): {detail}"
         ) from None
+
+    def _raise_if_misconfigured(self, details: str, target: str) -> None:
+        """Raise ``ServiceUnavailable`` at once, explained, for a failure no retry can fix."""
+        explanation = explain_failure(details, tls=self._tls, client_cert=self._client_cert)
+        if explanation is None:
+            return
+        # A plaintext client's "closed" is only likely to be a TLS server: ask the server.
+        if not self._tls and server_speaks_tls(target, timeout=self._timeout) is not True:
+            return
+        raise ServiceUnavailable(explanation)
 
     def close(self) -> None:
         """Close the channels; calls in flight fail, later calls raise ``ServiceUnavailable``."""
@@ -139,5 +199,19 @@ class RemoteClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:  # never the token
+        return f"RemoteClient({', '.join(self.targets)}{', TLS' if self._tls else ''})"
+
+
+def _token_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The call metadata carrying ``token``; ``ConfigError`` (never quoting it) if it cannot be sent."""
+    if token is None:
+        return None
+    if not isinstance(token, str) or not token.strip() or not token.isascii() \
+            or not token.isprintable() or any(c.isspace() for c in token.strip()):
+        raise ConfigError(f"the token ({TOKEN_ENV} or token=) must be one word of printable ASCII, "
+                          "as `idgen token create` printed it")
+    return (bearer(token.strip()),)
 
 

@@ -17,6 +17,9 @@ __all__ = [
     "ServiceUnavailable",
     "StorageUnavailable",
     "IdSpaceExhausted",
+    "Unauthenticated",
+    "PermissionDenied",
+    "QuotaExceeded",
     "ConfigError",
     "fresh",
     "safe_repr",
@@ -58,6 +61,27 @@ class StorageUnavailable(ServiceUnavailable):
 
 class IdSpaceExhausted(IdGenError):
     """The biz type has used up the int64 range: no ID above 2^63-1 is ever made."""
+
+
+class Unauthenticated(IdGenError):
+    """The server needs a token and the call had none, or one it does not know (unknown
+    or revoked). The message never quotes the token."""
+
+
+class PermissionDenied(IdGenError):
+    """The token is valid but does not grant this biz type (or the admin scope)."""
+
+
+class QuotaExceeded(IdGenError):
+    """The caller went over its quota of calls or IDs per second: retry after
+    ``retry_after`` seconds. Not the int64 range running out (``IdSpaceExhausted``)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after)
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class ConfigError(IdGenError, ValueError):

@@ -28,7 +28,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from idgen_core.errors import (
     BizTypeMisconfigured,
@@ -89,6 +89,11 @@ class Allocator:
     def healthy(self) -> list[bool]:
         """Per database, whether it is currently in turn (not benched)."""
         return self._health.healthy()
+
+    @property
+    def labels(self) -> list[str]:
+        """Per database, what callers and metrics see of it: its label, else ``db<k>``."""
+        return [store.label or f"db{k}" for k, store in enumerate(self.stores)]
 
     # -- the watch thread ---------------------------------------------------------
 
@@ -170,19 +175,25 @@ class Allocator:
         unavailable = [e for e in errors if isinstance(e, StorageUnavailable)]
         exhausted = [e for e in errors if isinstance(e, IdSpaceExhausted)]
         if unavailable:
-            n = len(self.stores)
-            if len(unavailable) == 1 and n == 1:
-                return unavailable[0]
+            # What a caller is told names databases by label, never by URL, and holds no driver
+            # text: the log has both (``Database.unavailable``).
             return StorageUnavailable(
-                f"none of the {n} databases could allocate for {biz_type!r} "
-                f"({len(unavailable)} unreachable): retry later; {unavailable[0]}"
-            )
+                f"no database could allocate for {biz_type!r}{self._unreachable()}: retry later")
         if exhausted:
             return IdSpaceExhausted(
                 f"biz type {biz_type!r} has used up the int64 range in every database: "
                 "no further IDs can be issued; register a new biz type"
             )
         return unknown_biz_type(biz_type)
+
+    def _unreachable(self, answered: Collection[int] | None = None) -> str:
+        """`` (db1 unreachable)``: the labels of the databases that did not answer (those
+        not in ``answered``; else those benched)."""
+        if answered is None:
+            down = [label for label, ok in zip(self.labels, self.healthy(), strict=True) if not ok]
+        else:
+            down = [label for k, label in enumerate(self.labels) if k not in answered]
+        return f" ({', '.join(down)} unreachable)" if down else ""
 
     def highest(self, biz_type: str) -> int:
         """The highest ``max_id`` of the biz type over every database (and every high water).
@@ -207,8 +218,8 @@ class Allocator:
         found, failed = self._rows.read_every(biz_type)
         if failed:
             raise StorageUnavailable(
-                f"cannot read every database's max_id for {biz_type!r}, so cannot promise "
-                f"IDs above all of them: retry later; {failed[0]}"
+                f"cannot read every database's max_id for {biz_type!r}{self._unreachable(found)}, "
+                "so cannot promise IDs above all of them: retry later"
             )
         rows = {i: row for i, row in found.items() if row is not None}
         if not rows:
@@ -232,8 +243,8 @@ class Allocator:
             return
         if failed:
             raise StorageUnavailable(
-                f"cannot check floor {floor} for {biz_type!r}: {len(failed)} database(s) "
-                f"unreachable; {failed[0]}"
+                f"cannot check floor {floor} for {biz_type!r}{self._unreachable(found)}: "
+                "retry later"
             )
         if not rows:
             raise unknown_biz_type(biz_type)
@@ -264,7 +275,7 @@ class Allocator:
                 return True
         if not answered:
             raise StorageUnavailable(
-                f"no database answered whether {biz_type!r} exists: retry later"
+                f"no database answered whether {biz_type!r} exists{self._unreachable()}: retry later"
             )
         return False
 

@@ -11,17 +11,23 @@ __all__ = [
     "CONFIG_KEYS",
     "DATA_DIR_ENV",
     "DB_ENV",
+    "DB_PASSWORD_FILE_ENV",
+    "DEFAULT_ABOVE_ALL_LIMIT",
     "DEFAULT_ADDRESS",
     "DEFAULT_BIZ_TYPE",
     "DEFAULT_DB_TIMEOUT",
     "DEFAULT_GRACE",
     "DEFAULT_PRELOAD_AT",
+    "DEFAULT_QUOTA_CALLS",
+    "DEFAULT_QUOTA_IDS",
     "DEFAULT_STEP",
     "DEFAULT_WORKERS",
     "EMBEDDED_FILE",
     "LISTEN_ENV",
     "MAX_SECONDS",
     "MAX_WORKERS",
+    "METRICS_HOST",
+    "TLS_ENV",
 ]
 
 DEFAULT_BIZ_TYPE = "default"
@@ -40,8 +46,23 @@ DB_ENV = "IDGEN_DB"
 LISTEN_ENV = "IDGEN_LISTEN"
 CONFIG_ENV = "IDGEN_CONFIG"
 """The TOML config file, when no --config is given."""
-CONFIG_KEYS = ("db", "listen", "workers", "metrics_port", "db_timeout", "preload_at", "grace")
+CONFIG_KEYS = ("db", "db_password_file", "listen", "workers", "metrics_port", "metrics_listen",
+               "db_timeout", "preload_at", "grace", "tls_cert", "tls_key", "tls_client_ca",
+               "insecure", "quota_calls", "quota_ids", "above_all_limit")
 """The settings a config file may hold."""
+DB_PASSWORD_FILE_ENV = "IDGEN_DB_PASSWORD_FILE"
+"""A file holding the password of every database URL that names a user but no password."""
+TLS_ENV = {"tls_cert": "IDGEN_SERVER_TLS_CERT", "tls_key": "IDGEN_SERVER_TLS_KEY",
+           "tls_client_ca": "IDGEN_SERVER_TLS_CLIENT_CA"}
+"""The server's TLS files from the environment (IDGEN_TLS_* are the clients')."""
+METRICS_HOST = "127.0.0.1"
+"""Where metrics are served when only a port is given: loopback, not the RPC address."""
+DEFAULT_QUOTA_CALLS = 10_000
+"""Calls per second one caller (a token, or a host where no token is needed) may make."""
+DEFAULT_QUOTA_IDS = 5_000_000
+"""IDs per second one caller may take with NextId."""
+DEFAULT_ABOVE_ALL_LIMIT = 2
+"""NextSegment calls with above_all (each reads every database) one server runs at once."""
 DATA_DIR_ENV = "IDGEN_DATA_DIR"
 """Where the embedded database lives, instead of the platform's per-user data directory."""
 EMBEDDED_FILE = "idgen.db"

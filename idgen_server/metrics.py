@@ -31,10 +31,11 @@ class _Collector(Collector):
         conflicts = CounterMetricFamily(
             "idgen_allocation_conflicts", "Optimistic-lock races lost and retried", labels=["db"])
         healthy = GaugeMetricFamily("idgen_db_healthy", "1 if the database is not benched", labels=["db"])
-        for store, ok in zip(allocator.stores, allocator.healthy(), strict=True):
-            segments.add_metric([store.name], store.allocations)
-            conflicts.add_metric([store.name], store.conflicts)
-            healthy.add_metric([store.name], 1.0 if ok else 0.0)
+        # Databases by label, never by URL: the metrics must not describe the deployment.
+        for store, label, ok in zip(allocator.stores, allocator.labels, allocator.healthy(), strict=True):
+            segments.add_metric([label], store.allocations)
+            conflicts.add_metric([label], store.conflicts)
+            healthy.add_metric([label], 1.0 if ok else 0.0)
         waits = CounterMetricFamily(
             "idgen_buffer_waits", "Calls that found both segments used up", labels=["biz_type"])
         for biz_type, buffer in self._buffers:

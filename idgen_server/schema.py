@@ -1,14 +1,14 @@
-"""The segment table, declared once.
+"""The segment table and the token table, declared once.
 
 These SQLAlchemy Core objects are the truth; ``sql/*.sql`` carry the same table
 for DBAs who apply schema by hand, and tests/test_schema.py keeps them in step.
 """
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, func
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text, func
 from sqlalchemy.dialects import mysql
 
-__all__ = ["metadata", "segment_table"]
+__all__ = ["metadata", "segment_table", "token_table"]
 
 metadata = MetaData()
 
@@ -36,4 +36,29 @@ segment_table = Table(
         nullable=False, server_default=""),
     Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+)
+
+
+
+token_table = Table(
+    "idgen_token",
+    metadata,
+    # The public half of a token (``idgen_<token_id>_<secret>``): what `idgen token list`
+    # shows and `revoke` takes. Looked up first, so the secret is compared in constant time.
+    Column("token_id", String(16).with_variant(
+        mysql.VARCHAR(16, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"), primary_key=True),
+    Column("name", String(64).with_variant(
+        mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"),
+        nullable=False, unique=True),
+    # SHA-256 of the whole token, hex. The token itself is never stored: it is 256 random
+    # bits, so a fast hash is as good as a slow one against guessing.
+    Column("secret_hash", String(64).with_variant(
+        mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"), nullable=False),
+    # The biz types it grants, comma-separated ('*' for every one).
+    Column("biz_types", Text, nullable=False),
+    # 1 if it also grants the admin scope (status and admin calls).
+    Column("admin", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    # Set by `idgen token revoke`; a token revoked in any database is refused.
+    Column("revoked_at", DateTime, nullable=True),
 )

@@ -1,7 +1,8 @@
 """Assemble and run an idgen server from a ``ServerConfig``.
 
 ``IdGenServer`` owns everything with a lifetime: the database pools, the
-per-biz-type buffers, the gRPC server and the optional Prometheus endpoint.
+per-biz-type buffers, the token cache, the gRPC server (TLS, if configured;
+never plaintext instead) and the optional Prometheus endpoint.
 It is a context manager; ``stop()`` drains in-flight calls for ``grace``
 seconds, then stops the background fetches and closes the pools.
 """
@@ -18,12 +19,16 @@ import grpc
 
 from idgen_core.errors import ConfigError, StorageUnavailable
 from idgen_server.allocator import Allocator
+from idgen_server.auth import Authenticator
 from idgen_server.buffers import BufferPool
 from idgen_server.config import ServerConfig
 from idgen_server.defaults import DATA_DIR_ENV, DEFAULT_BIZ_TYPE, DEFAULT_STEP, EMBEDDED_FILE
+from idgen_server.gate import Gate
 from idgen_server.metrics import MetricsEndpoint
+from idgen_server.quota import Quotas
 from idgen_server.service import IdGenService, add_to_server
 from idgen_server.store import SegmentStore
+from idgen_server.tls import server_credentials
 from idgen_server.urls import sqlite_path
 from idgen_wire.idgen_pb2_grpc import IdGeneratorServicer
 
@@ -46,12 +51,15 @@ class IdGenServer:
     own cost with everything else the same).
     """
 
-    def __init__(self, config: ServerConfig, *, servicer: ServicerFactory = IdGenService) -> None:
+    def __init__(self, config: ServerConfig, *, servicer: ServicerFactory | None = None) -> None:
         self.config = config
+        # Before anything opens: a bad certificate or key stops the server, naming the file.
+        credentials = (server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+                       if config.tls_cert is not None and config.tls_key is not None else None)
         stores: list[SegmentStore] = []
         try:
-            for url in config.db_urls:
-                stores.append(SegmentStore(url, timeout=config.db_timeout))
+            for url, label in zip(config.db_urls, config.db_labels, strict=True):
+                stores.append(SegmentStore(url, timeout=config.db_timeout, label=label))
             self.unreachable = self._prepare(stores)
             """Names of the databases that did not answer at start-up."""
             self.allocator = Allocator(stores)
@@ -60,20 +68,33 @@ class IdGenServer:
                 store.close()
             raise
         self.buffers = BufferPool(self.allocator, preload_at=config.preload_at)
+        self.auth = Authenticator([s.tokens for s in stores], always=config.tokens_always)
         try:
-            self.service = servicer(self.buffers, self.allocator)
+            self.service: IdGeneratorServicer
+            if servicer is None:
+                self.service = IdGenService(self.buffers, self.allocator,
+                                            above_all_limit=config.above_all_limit)
+            else:
+                self.service = servicer(self.buffers, self.allocator)
             self._executor = ThreadPoolExecutor(max_workers=config.workers,
                                                 thread_name_prefix="idgen-rpc")
             self._grpc = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])
-            add_to_server(self.service, self._grpc)  # parses requests itself: bad bytes are INVALID_ARGUMENT
+            gate = Gate(self.auth, Quotas(config.quota_calls, config.quota_ids))
+            add_to_server(self.service, self._grpc, gate)  # parses requests itself: bad bytes are INVALID_ARGUMENT
         except BaseException:
+            self.auth.close()
             self.buffers.close()
             self.allocator.close()
             raise
         self._metrics: MetricsEndpoint | None = None
         try:
             # gRPC's core would also print its own multi-line complaint about a port in use.
-            self.port = 0 if _taken(config.listen) else self._grpc.add_insecure_port(config.listen)
+            if _taken(config.listen):
+                self.port = 0
+            elif credentials is not None:
+                self.port = self._grpc.add_secure_port(config.listen, credentials)
+            else:
+                self.port = self._grpc.add_insecure_port(config.listen)
         except RuntimeError:
             self.port = 0
         if not self.port:
@@ -120,18 +141,33 @@ class IdGenServer:
 
     def start(self) -> IdGenServer:
         """Start serving; returns at once. ``ConfigError`` if the metrics port is taken."""
-        if self.config.metrics_port is not None:
-            host = self.config.listen.rpartition(":")[0].strip("[]")
+        address = self.config.metrics_address
+        if address is not None:
+            host, _, port = address.rpartition(":")
             try:
-                self._metrics = MetricsEndpoint(
-                    host, self.config.metrics_port, self.allocator, self.buffers)
+                self._metrics = MetricsEndpoint(host.strip("[]"), int(port), self.allocator, self.buffers)
             except ConfigError:
                 self._release()
                 raise
+        self.auth.start()
         self._grpc.start()
-        log.info("idgen serving on %s from %s", self.address,
-                 ", ".join(s.name for s in self.allocator.stores))
+        log.info("idgen serving on %s (%s; %s) from %s", self.address, self.security,
+                 "tokens required" if self.auth.required else "no token required",
+                 ", ".join(f"{label}={s.name}"
+                           for label, s in zip(self.allocator.labels, self.allocator.stores, strict=True)))
+        if self.config.insecure and not self.config.loopback:
+            log.warning("serving on %s, beyond loopback, with --insecure: %s; %s", self.address,
+                        "TLS on" if self.config.tls else "plaintext, readable by anyone on the network",
+                        "tokens required" if self.auth.required
+                        else "open to every caller until a token is created (idgen token create)")
         return self
+
+    @property
+    def security(self) -> str:
+        """How the transport is protected: "plaintext", "TLS" or "mutual TLS"."""
+        if self.config.tls_client_ca is not None:
+            return "mutual TLS"
+        return "TLS" if self.config.tls else "plaintext"
 
     def stop(self) -> None:
         """Drain calls for ``config.grace`` seconds, then release everything."""
@@ -139,6 +175,7 @@ class IdGenServer:
 
     def _release(self, grace: float = 0.0) -> None:
         self._grpc.stop(grace).wait()
+        self.auth.close()
         # Before the executor: a call still waiting on a buffer ends now, as UNAVAILABLE,
         # rather than up to the buffer's wait timeout after the grace period.
         self.buffers.close()

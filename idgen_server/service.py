@@ -4,30 +4,45 @@
 ``Allocator``. Errors become status codes in one place (``_rpc``, with the table
 in ``idgen_wire.status``), and requests are parsed here rather than by gRPC
 (``add_to_server``), so that even bytes that are no message get INVALID_ARGUMENT.
+Every call passes the ``Gate`` (token, then quota) before it is served.
+
+What a caller is told never describes the deployment: a database is named by
+its label (``db0``), never by its URL, and a database failure, whose driver
+text may name hosts and users, reaches the caller as a plain "unavailable"
+(the server's log has the details).
 """
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from idgen_core.errors import IdGenError
+from idgen_core.errors import IdGenError, ServiceUnavailable, StorageUnavailable
 from idgen_core.segment import validate_biz_type, validate_count
 from idgen_server.allocator import Allocator
 from idgen_server.buffers import BufferPool
+from idgen_server.defaults import DEFAULT_ABOVE_ALL_LIMIT
+from idgen_server.gate import Gate
 from idgen_wire import idgen_pb2, idgen_pb2_grpc
-from idgen_wire.status import code_for
+from idgen_wire.status import status_for
 
-__all__ = ["IdGenService", "add_to_server"]
+__all__ = ["IdGenService", "abort", "add_to_server"]
 
 log = logging.getLogger(__name__)
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+
+
+def abort(context: grpc.ServicerContext, error: IdGenError, message: str | None = None) -> None:
+    """End the call with ``error``'s status (and details, such as a quota's); raises."""
+    context.abort_with_status(status_for(error, str(error) if message is None else message))
+    raise AssertionError("unreachable")  # abort_with_status raises
 
 
 def _rpc(method: Callable[..., _Resp]) -> Callable[..., _Resp]:
@@ -38,23 +53,32 @@ def _rpc(method: Callable[..., _Resp]) -> Callable[..., _Resp]:
         try:
             return method(self, request, context)
         except IdGenError as exc:
-            code, message = code_for(exc), str(exc)
+            error, message = exc, self.public_message(exc, getattr(request, "biz_type", ""))
         except Exception:
             log.exception("%s failed", method.__name__)
-            code = grpc.StatusCode.INTERNAL
+            error = IdGenError()
             message = "internal error in the ID server; its log has the details"
-        context.abort(code, message)  # raises: outside the except blocks, so it is not caught
+        abort(context, error, message)  # outside the except blocks, so it is not caught
         raise AssertionError("unreachable")
 
     return wrapper
 
 
 class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
-    """The ``idgen.v1.IdGenerator`` service over a ``BufferPool`` and an ``Allocator``."""
+    """The ``idgen.v1.IdGenerator`` service over a ``BufferPool`` and an ``Allocator``.
 
-    def __init__(self, buffers: BufferPool, allocator: Allocator) -> None:
+    At most ``above_all_limit`` ``NextSegment`` calls with ``above_all`` (each reads
+    every database) run at once; more are ``UNAVAILABLE`` at once, which clients
+    retry after a backoff, so that a flood of them cannot hold every RPC thread.
+    """
+
+    def __init__(self, buffers: BufferPool, allocator: Allocator, *,
+                 above_all_limit: int = DEFAULT_ABOVE_ALL_LIMIT) -> None:
         self.buffers = buffers
         self.allocator = allocator
+        self._above_all = threading.BoundedSemaphore(above_all_limit)
+        self._above_all_limit = above_all_limit
+        self._labels = list(zip((s.name for s in allocator.stores), allocator.labels, strict=True))
 
     @_rpc
     def NextId(self, request: idgen_pb2.NextIdRequest, context: grpc.ServicerContext
@@ -66,16 +90,39 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
     def NextSegment(self, request: idgen_pb2.NextSegmentRequest, context: grpc.ServicerContext
                     ) -> idgen_pb2.NextSegmentResponse:
         biz_type = validate_biz_type(request.biz_type)
-        segment = self.allocator.allocate(biz_type, request.floor, request.steps or 1,
-                                          above_all=request.above_all)
+        if request.above_all:
+            if not self._above_all.acquire(blocking=False):
+                raise ServiceUnavailable(
+                    f"{self._above_all_limit} NextSegment calls with above_all are running on this "
+                    "server already: retry shortly")
+            try:
+                segment = self.allocator.allocate(biz_type, request.floor, request.steps or 1,
+                                                  above_all=True)
+            finally:
+                self._above_all.release()
+        else:
+            segment = self.allocator.allocate(biz_type, request.floor, request.steps or 1)
         return idgen_pb2.NextSegmentResponse(
             biz_type=biz_type, start=segment.start, end=segment.end,
             delta=segment.delta, remainder=segment.remainder,
         )
 
+    def public_message(self, error: IdGenError, biz_type: str) -> str:
+        """What the caller is told of ``error``: databases by label, not URL. The allocator's
+        errors are made for callers already; what comes from elsewhere (a database's own
+        ``StorageUnavailable``, with driver text) is replaced whole, as a last line of defence."""
+        message = str(error)
+        for name, label in self._labels:
+            message = message.replace(name, label)
+        if isinstance(error, StorageUnavailable) and "://" in message:
+            return (f"no database can serve {biz_type!r} right now: retry shortly; "
+                    "the server's log has the details")
+        return message
 
-def add_to_server(service: idgen_pb2_grpc.IdGeneratorServicer, server: grpc.Server) -> None:
-    """Register ``service`` on ``server``, parsing each request here rather than in gRPC.
+
+def add_to_server(service: idgen_pb2_grpc.IdGeneratorServicer, server: grpc.Server,
+                  gate: Gate | None = None) -> None:
+    """Register ``service`` on ``server``, behind ``gate``, parsing each request here.
 
     gRPC's own parsing answers a request that is not a valid message (a string
     field holding invalid UTF-8, a truncated varint, plain garbage) with
@@ -83,13 +130,14 @@ def add_to_server(service: idgen_pb2_grpc.IdGeneratorServicer, server: grpc.Serv
     input deserves INVALID_ARGUMENT and a reason, like any other. Every RPC of
     the service in the proto is registered this way.
     """
+    gate = gate or Gate()
     descriptor = idgen_pb2.DESCRIPTOR.services_by_name["IdGenerator"]
     handlers = {}
     for method in descriptor.methods:
         request_type = getattr(idgen_pb2, method.input_type.name)
         response_type = getattr(idgen_pb2, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _parsing(getattr(service, method.name), request_type),
+            _handler(getattr(service, method.name), request_type, gate),
             response_serializer=response_type.SerializeToString,
         )
     server.add_generic_rpc_handlers(
@@ -97,11 +145,15 @@ def add_to_server(service: idgen_pb2_grpc.IdGeneratorServicer, server: grpc.Serv
     server.add_registered_method_handlers(descriptor.full_name, handlers)
 
 
-def _parsing(method: Callable[[_Req, grpc.ServicerContext], _Resp], request_type: type[_Req]
-             ) -> Callable[[bytes, grpc.ServicerContext], _Resp]:
+def _handler(method: Callable[[_Req, grpc.ServicerContext], _Resp], request_type: type[_Req],
+             gate: Gate) -> Callable[[bytes, grpc.ServicerContext], _Resp]:
     name = request_type.DESCRIPTOR.full_name  # type: ignore[attr-defined]
 
     def handler(data: bytes, context: grpc.ServicerContext) -> _Resp:
+        try:
+            grant = gate.identify(context.invocation_metadata())  # before parsing: see the module
+        except IdGenError as exc:
+            abort(context, exc)
         try:
             request = request_type.FromString(data)  # type: ignore[attr-defined]
         except DecodeError as exc:
@@ -111,6 +163,11 @@ def _parsing(method: Callable[[_Req, grpc.ServicerContext], _Resp], request_type
                 detail += " (string fields such as biz_type must be valid UTF-8)"
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, detail)
             raise AssertionError("unreachable")  # context.abort raises
+        try:
+            gate.admit(grant, context.peer(), getattr(request, "biz_type", ""),
+                       getattr(request, "count", 0))
+        except IdGenError as exc:
+            abort(context, exc)
         return method(request, context)
 
     return handler

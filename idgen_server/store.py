@@ -52,6 +52,7 @@ from idgen_server.defaults import DEFAULT_DB_TIMEOUT
 from idgen_server.highwater import HighWater
 from idgen_server.rows import MAX_ROW_STEP, BizRow, check_row, damaged_row, new_registration
 from idgen_server.schema import segment_table
+from idgen_server.tokens import TokenTable
 
 __all__ = ["BizRow", "RowCheck", "SegmentStore"]
 
@@ -85,11 +86,16 @@ class SegmentStore:
     database (password hidden), never with SQL in the message.
     """
 
-    def __init__(self, url: str, *, timeout: float = DEFAULT_DB_TIMEOUT, max_attempts: int = 100
-                 ) -> None:
+    def __init__(self, url: str, *, timeout: float = DEFAULT_DB_TIMEOUT, max_attempts: int = 100,
+                 label: str | None = None) -> None:
         self._db = Database(url, timeout=timeout)
         self.name = self._db.name
-        """The database's URL without its password: what messages and logs show."""
+        """The database's URL without its password: what the log and the operator see."""
+        self.label = label
+        """What callers and metrics see of the database: the operator's label, or None
+        (then ``Allocator.labels`` calls it ``db<k>``)."""
+        self.tokens = TokenTable(self._db)
+        """The database's token table (``idgen_server.tokens``)."""
         self.engine = self._db.engine
         self.create_schema = self._db.create_schema
         self.check_ready = self._db.check_ready

@@ -18,14 +18,44 @@ from sqlalchemy.engine import make_url
 
 from idgen_core.errors import ConfigError
 
-__all__ = ["check_distinct", "is_secret_key", "normalize_url", "redact_text", "redact_url",
-           "sqlite_path"]
+__all__ = ["check_distinct", "check_labels", "is_secret_key", "normalize_url", "redact_text",
+           "redact_url", "split_label", "sqlite_path", "with_password"]
 
 _SPELLINGS = (("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql://"),
               ("postgres://", "postgresql+psycopg://"), ("postgresql://", "postgresql+psycopg://"))
 _SECRET_KEYS = ("pass", "pwd", "secret", "token")
 _URLISH = re.compile(r"[^\s'\",]*(?:://|@)[^\s'\",]*")  # a URL, or user:password@host
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?=://)")
+_LABEL = re.compile(r"([A-Za-z][A-Za-z0-9_.-]{0,31})=(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def split_label(entry: str) -> tuple[str | None, str]:
+    """``db0=mysql://...`` -> ``("db0", "mysql://...")``; an entry without a label -> (None, it).
+
+    A label is what clients and metrics see of a database: an error sent to a
+    caller or a metric names ``db0``, never the host, user or database name.
+    """
+    match = _LABEL.match(entry.strip())
+    if match is None:
+        return None, entry.strip()
+    return match.group(1), entry.strip()[match.end():]
+
+
+def check_labels(labels: Sequence[str]) -> None:
+    """``ConfigError`` if two databases have the same label."""
+    seen: set[str] = set()
+    for label in labels:
+        if label in seen:
+            raise ConfigError(f"two databases are labelled {label!r}: give each its own label")
+        seen.add(label)
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password``, if it names a user and no password; else ``url`` as it is."""
+    parsed = make_url(url)
+    if parsed.username is None or parsed.password is not None:
+        return url
+    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 def normalize_url(url: str) -> str:

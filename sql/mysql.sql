@@ -22,3 +22,16 @@ CREATE TABLE IF NOT EXISTS idgen_segment (
 -- no other registration uses); or use `idgen add-biz order --db URL0 --db URL1`.
 -- INSERT INTO idgen_segment (biz_type, max_id, step, delta, remainder, version, registration)
 --     VALUES ('order', 0, 10000, 2, 0, 0, '0f1e2d3c4b5a69788796a5b4c3d2e1f0');
+
+-- Tokens (`idgen token create`): only a SHA-256 of each token is kept.
+CREATE TABLE IF NOT EXISTS idgen_token (
+    token_id    VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,  -- public half of the token
+    name        VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,  -- unique, for people
+    secret_hash VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,  -- hex SHA-256 of the token
+    biz_types   TEXT        NOT NULL,                      -- comma-separated, or '*'
+    admin       INTEGER     NOT NULL DEFAULT 0,            -- 1: also the admin scope
+    created_at  DATETIME    NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    revoked_at  DATETIME    NULL,                          -- set by `idgen token revoke`
+    PRIMARY KEY (token_id),
+    UNIQUE (name)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;

@@ -14,3 +14,16 @@ CREATE TABLE IF NOT EXISTS idgen_segment (
     updated_at TIMESTAMP WITHOUT TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (biz_type)
 );
+
+-- Tokens (`idgen token create`): only a SHA-256 of each token is kept.
+CREATE TABLE IF NOT EXISTS idgen_token (
+    token_id    VARCHAR(16) NOT NULL,                      -- public half of the token
+    name        VARCHAR(64) NOT NULL,                      -- unique, for people
+    secret_hash VARCHAR(64) NOT NULL,                      -- hex SHA-256 of the token
+    biz_types   TEXT        NOT NULL,                      -- comma-separated, or '*'
+    admin       INTEGER     NOT NULL DEFAULT 0,            -- 1: also the admin scope
+    created_at  TIMESTAMP WITHOUT TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    revoked_at  TIMESTAMP WITHOUT TIME ZONE NULL,          -- set by `idgen token revoke`
+    PRIMARY KEY (token_id),
+    UNIQUE (name)
+);

@@ -13,3 +13,16 @@ CREATE TABLE IF NOT EXISTS idgen_segment (
     updated_at DATETIME    NOT NULL DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (biz_type)
 );
+
+-- Tokens (`idgen token create`): only a SHA-256 of each token is kept.
+CREATE TABLE IF NOT EXISTS idgen_token (
+    token_id    VARCHAR(16) NOT NULL,
+    name        VARCHAR(64) NOT NULL,
+    secret_hash VARCHAR(64) NOT NULL,
+    biz_types   TEXT        NOT NULL,
+    admin       INTEGER     NOT NULL DEFAULT 0,
+    created_at  DATETIME    NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    revoked_at  DATETIME,
+    PRIMARY KEY (token_id),
+    UNIQUE (name)
+);

@@ -16,8 +16,8 @@ from idgen_client import (
     UnknownBizType,
 )
 from idgen_core.buffer import DoubleBuffer
-from idgen_core.fetcher import IDLE_CHECK
 from idgen_core.errors import StorageUnavailable
+from idgen_core.fetcher import IDLE_CHECK
 from idgen_core.retry import Backoff
 from tests.support.fakes import Source, residue_sources
 from tests.support.threads import run_threads

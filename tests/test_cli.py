@@ -19,7 +19,7 @@ def test_serve_with_no_setup_then_next_prints_five_increasing_ids(tmp_path, data
     ids = [int(line) for line in result.stdout.split()]
     assert len(ids) == 5 and ids == sorted(set(ids))
     assert (data_dir / "idgen.db").exists() and not (tmp_path / "idgen.db").exists()
-    assert f"database 0: sqlite:///{data_dir}/idgen.db (embedded)" in "".join(server.output)
+    assert f"database 0 (db0): sqlite:///{data_dir}/idgen.db (embedded)" in "".join(server.output)
 
 
 def test_environment_variables_configure_the_server(tmp_path, start_server, monkeypatch):

@@ -19,10 +19,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("idgen_core", "idgen_wire", "idgen_client", "idgen_server", "idgen_cli")
 ALLOWED = {
     "idgen_core": set(),
-    "idgen_wire": {"idgen_core", "grpc", "google"},
+    "idgen_wire": {"idgen_core", "grpc", "grpc_status", "google"},
     "idgen_client": {"idgen_core", "idgen_wire", "grpc", "google"},
-    "idgen_server": {"idgen_core", "idgen_wire", "grpc", "google", "sqlalchemy",
-                     "prometheus_client", "platformdirs"},
+    "idgen_server": {"idgen_core", "idgen_wire", "grpc", "grpc_status", "google", "sqlalchemy",
+                     "prometheus_client", "platformdirs", "cryptography"},
     "idgen_cli": {"idgen_core", "idgen_wire", "idgen_client", "idgen_server"},
 }
 """What each package may import besides itself and the standard library."""

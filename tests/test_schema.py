@@ -6,7 +6,7 @@ import pathlib
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from idgen_server.schema import segment_table
+from idgen_server.schema import segment_table, token_table
 from idgen_server.store import SegmentStore
 from tests.support.databases import database_maker
 
@@ -20,12 +20,13 @@ def statements(dialect: str) -> list[str]:
     return [s.strip() for s in code.split(";") if s.strip()]
 
 
-def describe(engine) -> list[tuple[str, str, bool]]:
-    columns = inspect(engine).get_columns(segment_table.name)
-    pk = inspect(engine).get_pk_constraint(segment_table.name)["constrained_columns"]
+def describe(engine, table=segment_table) -> list[tuple[str, str, bool]]:
+    columns = inspect(engine).get_columns(table.name)
+    pk = inspect(engine).get_pk_constraint(table.name)["constrained_columns"]
+    unique = sorted(",".join(u["column_names"]) for u in inspect(engine).get_unique_constraints(table.name))
     # repr: the type with its length, charset and collation, as this dialect reflects it.
     return [(c["name"], repr(c["type"]), c["nullable"]) for c in columns] + [
-        ("pk", ",".join(pk), False)]
+        ("pk", ",".join(pk), False), ("unique", ";".join(unique), False)]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mariadb),
@@ -45,8 +46,9 @@ def test_hand_applied_sql_matches_the_declared_table(two_databases):
             conn.exec_driver_sql(statement)
     store = SegmentStore(declared)
     store.create_schema()
-    assert describe(hand) == describe(store.engine)
-    assert [c[0] for c in describe(hand)][:-1] == [c.name for c in segment_table.columns]
+    for table in (segment_table, token_table):
+        assert describe(hand, table) == describe(store.engine, table)
+        assert [c[0] for c in describe(hand, table)][:-2] == [c.name for c in table.columns]
     hand.dispose()
     store.close()
 

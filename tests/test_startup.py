@@ -146,8 +146,8 @@ def test_an_unreachable_database_does_not_stop_the_server(tmp_path, start_server
     also = f"postgresql://idgen@127.0.0.1:{free_port()}/idgen?sslpassword={PASSWORD}"
     server = start_server([good, away, also], extra_args=["--db-timeout", "1"])
     output = "".join(server.output)
-    assert "database 1: mysql+pymysql://root:***@127.0.0.1:" in output
-    assert "database 2: postgresql+psycopg://idgen@127.0.0.1:" in output
+    assert "database 1 (db1): mysql+pymysql://root:***@127.0.0.1:" in output
+    assert "database 2 (db2): postgresql+psycopg://idgen@127.0.0.1:" in output
     assert "sslpassword=***" in output
     assert "unreachable for now" in output and PASSWORD not in output
 
@@ -158,5 +158,6 @@ def test_every_setting_of_the_configuration_can_be_given_in_a_config_file():
     from idgen_server.config import ServerConfig
     from idgen_server.defaults import CONFIG_KEYS
 
-    settings = {f.name for f in fields(ServerConfig)} - {"db_urls", "embedded"} | {"db"}
+    settings = {f.name for f in fields(ServerConfig)} - {"db_urls", "embedded", "db_labels"} | {
+        "db", "db_password_file"}
     assert set(CONFIG_KEYS) == settings
