@@ -23,7 +23,10 @@ from idgen_core.errors import (
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
+    PermissionDenied,
+    QuotaExceeded,
     ServiceUnavailable,
+    Unauthenticated,
     UnknownBizType,
 )
 from idgen_core.segment import INT64_MAX, MAX_COUNT, Segment, validate_biz_type
@@ -43,12 +46,15 @@ __all__ = [
     "IdSpaceExhausted",
     "InvalidRequest",
     "LocalGenerator",
+    "PermissionDenied",
+    "QuotaExceeded",
     "Receiver",
     "RemoteClient",
     "Segment",
     "Sequencer",
     "ServiceUnavailable",
     "Stamp",
+    "Unauthenticated",
     "UnknownBizType",
     "validate_biz_type",
 ]

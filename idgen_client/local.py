@@ -29,6 +29,11 @@ class LocalGenerator:
     fetch finishes before it is needed. Give it server addresses, or a
     ``RemoteClient`` to share (which it then leaves open). Close it, or use it
     as a context manager, to stop its background fetches.
+
+    ``token``, ``ca_file``, ``cert_file``, ``key_file``, ``tls`` and
+    ``tls_server_name`` are ``RemoteClient``'s (read from the environment when
+    not given); with a ``RemoteClient`` given, its own settings apply. The token
+    goes with each segment fetch, not with each ID.
     """
 
     next_id: Callable[[], int]
@@ -52,12 +57,20 @@ class LocalGenerator:
         preload_at: float = DEFAULT_PRELOAD_AT,
         floor: int = 0,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        tls: bool | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
         self.biz_type = validate_biz_type(biz_type)
         if isinstance(targets, RemoteClient):
             self._client, self._owns_client = targets, False
         else:
-            self._client, self._owns_client = RemoteClient(targets), True
+            self._client = RemoteClient(targets, token=token, ca_file=ca_file, cert_file=cert_file,
+                                        key_file=key_file, tls=tls, tls_server_name=tls_server_name)
+            self._owns_client = True
         client = self._client
         try:
             self._buffer = DoubleBuffer(
