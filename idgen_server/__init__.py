@@ -2,9 +2,11 @@
 
 Built on the shared core (``idgen_core``) and the wire contract (``idgen_wire``);
 it never imports the client library. Layers, from the bottom: ``database`` and
-``schema`` (connections, the table), ``rows`` (what a row and a set of rows must
-satisfy), ``store`` (one database), ``health`` and ``rowset`` (what is known of
-all of them), ``allocator`` (segments from the set), ``buffers`` (IDs from
-memory), ``service`` (the gRPC servicer), ``server`` (assembly); ``config`` and
-``defaults`` are the settings.
+``schema`` (connections, the tables), ``rows`` (what a row and a set of rows must
+satisfy), ``store`` and ``tokens`` (one database's segment and token tables),
+``health`` and ``rowset`` (what is known of all of them), ``allocator``
+(segments from the set), ``buffers`` (IDs from memory), ``auth`` and ``quota``
+(who may call, and how much), ``gate`` (both, per call), ``service`` (the gRPC
+servicer), ``tls`` (the server's certificate, checked), ``server`` (assembly);
+``config`` and ``defaults`` are the settings.
 """

@@ -1,4 +1,5 @@
-"""idgen's wire contract: the generated gRPC code, the error/status table and addresses.
+"""idgen's wire contract: the generated gRPC code, the error/status table, addresses and
+how a call carries its token.
 
 The one place where the messages of ``proto/idgen/v1/idgen.proto`` meet Python:
 the client and the server both speak through it, and neither reaches into the
