@@ -203,6 +203,9 @@ def _database_options(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def _next(args: argparse.Namespace) -> int:
+    # gRPC's core logs a failed TLS handshake on stderr (an INFO line) before idgen explains it:
+    # the error must stay one line. Set before gRPC loads; a user's own setting wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from idgen_client.remote import RemoteClient
 
     token = _read_token(args.token_file) if args.token_file else None
