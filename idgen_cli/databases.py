@@ -6,9 +6,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from idgen_core.errors import ConfigError
 from idgen_server.config import database_entries
+from idgen_server.defaults import DATA_DIR_ENV
 from idgen_server.store import SegmentStore
-from idgen_server.urls import split_label
+from idgen_server.urls import check_labels, split_label, sqlite_path
 
 __all__ = ["stores"]
 
@@ -16,8 +18,11 @@ __all__ = ["stores"]
 @contextmanager
 def stores(args: argparse.Namespace) -> Iterator[list[SegmentStore]]:
     """The databases the command was given, opened; closed on the way out."""
-    entries, _ = database_entries(db=args.db, env=os.environ, config_file=args.config,
-                                  db_password_file=args.db_password_file)
+    entries, embedded = database_entries(db=args.db, env=os.environ, config_file=args.config,
+                                         db_password_file=args.db_password_file)
+    if embedded:  # as `idgen serve` does: on a fresh machine its directory does not exist yet
+        _make_directory(sqlite_path(entries[0]))
+    check_labels([split_label(e)[0] or f"db{k}" for k, e in enumerate(entries)])  # as serve does
     opened: list[SegmentStore] = []
     try:
         for k, entry in enumerate(entries):
@@ -27,3 +32,13 @@ def stores(args: argparse.Namespace) -> Iterator[list[SegmentStore]]:
     finally:
         for store in opened:
             store.close()
+
+
+def _make_directory(path: str | None) -> None:
+    if path is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the directory of the embedded database {path}: "
+                          f"{exc.strerror} (set {DATA_DIR_ENV} to another directory)") from None
