@@ -40,6 +40,8 @@ def serve(args: argparse.Namespace) -> int:
             embedded = " (embedded)" if config.embedded else ""
             print(f"idgen: database {k} ({config.db_labels[k]}): {store.name}{embedded}{note}",
                   flush=True)
+        if server.metrics_address is not None:
+            print(f"idgen: metrics on http://{server.metrics_address}/metrics", flush=True)
         tokens = "tokens required" if server.auth.required else "no token required"
         print(f"idgen: serving on {server.address} ({server.security}, {tokens}; "
               f"{len(config.db_urls)} database(s)); Ctrl-C to stop", flush=True)
@@ -55,7 +57,7 @@ def _wait(stop: threading.Event) -> None:
 
 
 def init_db(args: argparse.Namespace) -> int:
-    with stores(args) as opened:
+    with stores(args, ready=False) as opened:  # making them ready is the point
         for store in opened:
             store.create_schema()
             print(f"schema ready in {store.name}")
