@@ -47,6 +47,11 @@ KEY_FILE = ("key_file", "IDGEN_TLS_KEY")
 """The option and environment variable naming the client's private key (mutual TLS)."""
 
 
+def _named(option: tuple[str, str]) -> str:
+    """How each kind of client names an option: ``ca_file= / --ca-file / IDGEN_TLS_CA``."""
+    return f"{option[0]}= / --{option[0].replace('_', '-')} / {option[1]}"
+
+
 def channel_credentials(ca_file: str | None, cert_file: str | None,
                         key_file: str | None) -> grpc.ChannelCredentials:
     """Credentials for ``grpc.secure_channel``; raises ``ConfigError`` naming the file and option.
@@ -109,14 +114,14 @@ def explain_failure(details: str, *, tls: bool, client_cert: bool | None = None)
     if not tls:
         if closed:
             return (f"{where} closed the connection before answering: it probably requires TLS; give a CA "
-                    f"file ({CA_FILE[0]}= or {CA_FILE[1]}) (a proxy with no server behind it does the same)")
+                    f"file ({_named(CA_FILE)}) (a proxy with no server behind it does the same)")
         return None
     if "WRONG_VERSION_NUMBER" in details:
         return (f"{where} speaks plaintext, but this client uses TLS: start the server with --tls-cert and "
-                f"--tls-key, or connect without TLS (no {CA_FILE[0]}= or {CA_FILE[1]})")
+                f"--tls-key, or connect without TLS (no {_named(CA_FILE)})")
     if "Hostname Verification Check failed" in details:
         return (f"the certificate of {where} is not valid for the name this client connects to: connect "
-                f"by a name the certificate lists, or name one with tls_server_name")
+                "by a name the certificate lists, or name one (tls_server_name= or --tls-server-name)")
     verify = _VERIFY_FAILED.search(details)
     if verify:
         reason = verify.group(1).strip()
@@ -125,17 +130,17 @@ def explain_failure(details: str, *, tls: bool, client_cert: bool | None = None)
             return (f"the certificate of {where} {state}: renew the server's --tls-cert "
                     f"(or check the clocks of both machines)")
         return (f"the certificate of {where} is not signed by a CA this client trusts ({reason}): give "
-                f"{CA_FILE[0]}= or {CA_FILE[1]} the CA that signed the server's --tls-cert")
+                f"{_named(CA_FILE)} the CA that signed the server's --tls-cert")
     if closed:
         if client_cert is False:
-            return (f"{where} requires a client certificate (mutual TLS): give {CERT_FILE[0]}= and "
-                    f"{KEY_FILE[0]}= (or {CERT_FILE[1]} and {KEY_FILE[1]})")
+            return (f"{where} requires a client certificate (mutual TLS): give {_named(CERT_FILE)} "
+                    f"and {_named(KEY_FILE)}")
         if client_cert:
             return (f"{where} refused this client's certificate: it must be signed by a CA in the "
                     f"server's --tls-client-ca")
         return (f"{where} closed the connection after the TLS handshake: it requires a client certificate "
-                f"(mutual TLS) signed by a CA in its --tls-client-ca; give {CERT_FILE[0]}= and "
-                f"{KEY_FILE[0]}= (or {CERT_FILE[1]} and {KEY_FILE[1]})")
+                f"(mutual TLS) signed by a CA in its --tls-client-ca; give {_named(CERT_FILE)} and "
+                f"{_named(KEY_FILE)}")
     return None
 
 

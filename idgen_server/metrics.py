@@ -54,6 +54,13 @@ class MetricsEndpoint:
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
 
+    @property
+    def address(self) -> str:
+        """``host:port`` it serves on (the real port if 0 was asked for)."""
+        server: WSGIServer = self._server
+        host, port = server.server_address[:2]
+        return f"{host}:{port}"
+
     def close(self) -> None:
         server: WSGIServer = self._server
         thread: threading.Thread = self._thread

@@ -163,6 +163,11 @@ class IdGenServer:
         return self
 
     @property
+    def metrics_address(self) -> str | None:
+        """``host:port`` of the metrics endpoint, once started; None if there is none."""
+        return None if self._metrics is None else self._metrics.address
+
+    @property
     def security(self) -> str:
         """How the transport is protected: "plaintext", "TLS" or "mutual TLS"."""
         if self.config.tls_client_ca is not None:
