@@ -32,14 +32,16 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def measure(ctx: Context, address: str, pid: int, count: int, callers: int,
-            warmup: float, seconds: float, clients: int = 1) -> dict[str, object]:
+            warmup: float, seconds: float, clients: int = 1,
+            security: dict[str, str] | None = None) -> dict[str, object]:
     """One window of load from ``clients`` worker processes sharing ``callers`` calls in
-    flight: calls/s, IDs/s, latencies, and the CPU (in cores) each side used in the window."""
+    flight: calls/s, IDs/s, latencies, and the CPU (in cores) each side used in the window.
+    ``security``: ``ca_file`` (TLS) and ``token`` for the worker (``benchmarks.worker``)."""
     shares = [callers // clients + (1 if i < callers % clients else 0) for i in range(clients)]
     shares = [s for s in shares if s]
     start_at = time.time() + 0.3
     command = {"op": "load", "target": address, "biz": BIZ_BENCH, "count": count,
-               "warmup": warmup, "seconds": seconds, "start_at": start_at}
+               "warmup": warmup, "seconds": seconds, "start_at": start_at, **(security or {})}
     workers = ctx.pool.get(len(shares))
     for worker, share in zip(workers, shares):
         worker.send({**command, "callers": share})

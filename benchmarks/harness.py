@@ -213,6 +213,8 @@ class Context:
     """A fresh MariaDB database with the same, or None (``mariadb_reason`` says why)."""
     mariadb_reason: str = ""
     servers: dict[str, ServerProcess] = field(default_factory=dict)
+    tmp_dir: str = ""
+    """The run's scratch directory (removed at the end): more databases, certificates."""
 
     @property
     def quick(self) -> bool:
@@ -223,6 +225,12 @@ class Context:
         if mode not in self.servers:
             self.servers[mode] = benchmark_server(mode, self.sqlite_url, id_base=id_base)
         return self.servers[mode]
+
+    def add_server(self, name: str, server: ServerProcess) -> ServerProcess:
+        """Keep ``server`` (started by the scenario) to be stopped, and its figures gathered,
+        with the others at the end of the run."""
+        self.servers[name] = server
+        return server
 
     def close(self) -> dict[str, object]:
         """Stop the servers and workers; returns each server's buffer fetches and waits."""

@@ -174,13 +174,20 @@ class ServerProcess:
 
 
 def benchmark_server(mode: str, db_url: str, *, workers: int | None = None,
-                     id_base: int | None = None) -> ServerProcess:
-    """``python -m benchmarks.server``: idgen's server (``mode`` 'idgen') or the floor ('null')."""
+                     id_base: int | None = None, tls: tuple[str, str] | None = None,
+                     token: tuple[str, str] | None = None) -> ServerProcess:
+    """``python -m benchmarks.server``: idgen's server (``mode`` 'idgen') or the floor ('null');
+    ``tls``: (certificate file, key file) to serve TLS; ``token``: (biz type, file) to create a
+    token for that biz type in the database before serving, written to that file."""
     args = ["benchmarks.server", "--mode", mode, "--db", db_url]
     if workers:
         args += ["--workers", str(workers)]
     if id_base:
         args += ["--id-base", str(id_base)]
+    if tls:
+        args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+    if token:
+        args += ["--token-biz", token[0], "--token-file", token[1]]
     try:
         return ServerProcess(args, ready=r"^ready (\S+)")
     except RuntimeError as exc:

@@ -2,7 +2,7 @@
 
 Also ``--markdown PATH`` (the table for RESULTS.md) and ``--only N`` (one scenario).
 
-Runs the five benchmark scenarios, shows progress on stderr, and
+Runs the six benchmark scenarios, shows progress on stderr, and
 prints one table at the end: each figure of idgen next to a baseline measured
 in the same run, and their ratio. ``--quick`` shortens every window (a CI smoke
 run: the figures are then rough). MariaDB defaults to ``IDGEN_BENCH_MARIADB`` or
@@ -20,7 +20,15 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from benchmarks import allocation, grpc_bench, inprocess, naive, report, sequencer_figures
+from benchmarks import (
+    allocation,
+    grpc_bench,
+    inprocess,
+    naive,
+    report,
+    secure_bench,
+    sequencer_figures,
+)
 from benchmarks.harness import (
     BENCH_STEP,
     BIZ_BENCH,
@@ -42,6 +50,7 @@ SCENARIOS: dict[int, Callable[[Context], None]] = {
     4: naive.run,
     3: allocation.run,
     5: sequencer_figures.run,
+    6: secure_bench.run,
 }
 
 
@@ -127,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reason:
             progress(f"MariaDB scenarios will be skipped: {reason}")
         ctx = Context(run=run, pool=WorkerPool(), sqlite_url=sqlite_url,
-                      mariadb_url=maria.url if maria else None, mariadb_reason=reason)
+                      mariadb_url=maria.url if maria else None, mariadb_reason=reason,
+                      tmp_dir=tmp)
         try:
             for number, scenario in SCENARIOS.items():
                 if args.only and number not in args.only:

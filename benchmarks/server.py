@@ -2,6 +2,9 @@
 
 ``python -m benchmarks.server --mode idgen|null --db URL`` prints
 ``ready HOST:PORT`` once it serves and stops when its stdin closes.
+``--tls-cert F --tls-key F`` serve TLS; ``--token-biz NAME --token-file F`` first
+create a token granting biz type NAME in the database (which then makes every
+call need one) and write it to F (mode 0600), so that it never shows in output.
 
 The do-nothing servicer is the floor of Python gRPC on this machine: the same
 ``IdGenServer`` (same executor, same worker count, same options, same port
@@ -15,13 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from idgen_server.allocator import Allocator
 from idgen_server.buffers import BufferPool
 from idgen_server.config import ServerConfig
 from idgen_server.server import IdGenServer
-from idgen_server.service import IdGenService
+from idgen_server.store import SegmentStore
+from idgen_server.tokens import Grant, hash_token, new_token
 from idgen_wire import idgen_pb2, idgen_pb2_grpc
 
 
@@ -42,20 +47,48 @@ class NullService(idgen_pb2_grpc.IdGeneratorServicer):
         return reply
 
 
+def create_token(db_url: str, biz_type: str, path: str) -> None:
+    """A token granting ``biz_type`` in the database at ``db_url``, written to ``path``:
+    what ``idgen token create --biz NAME`` does, without a process of its own."""
+    token, token_id = new_token()
+    store = SegmentStore(db_url)
+    try:
+        store.tokens.add(Grant(token_id=token_id, name=f"bench-{token_id}",
+                               secret_hash=hash_token(token), biz_types=frozenset({biz_type})))
+    finally:
+        store.close()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=("idgen", "null"), required=True)
     parser.add_argument("--db", required=True)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--id-base", type=int, default=1)
+    parser.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="... and this key (PEM)")
+    parser.add_argument("--token-biz", help="create a token for this biz type before serving")
+    parser.add_argument("--token-file", help="where to write that token")
     args = parser.parse_args()
+    if (args.token_biz is None) != (args.token_file is None):
+        parser.error("--token-biz and --token-file go together")
+    if args.token_biz is not None:
+        create_token(args.db, args.token_biz, args.token_file)
 
     def null(buffers: BufferPool, allocator: Allocator) -> NullService:
         return NullService(args.id_base)
 
-    extra = {"workers": args.workers} if args.workers else {}
-    config = ServerConfig(db_urls=(args.db,), listen="127.0.0.1:0", grace=1.0, **extra)
-    with IdGenServer(config, servicer=null if args.mode == "null" else IdGenService) as server:
+    extra: dict[str, object] = {"workers": args.workers} if args.workers else {}
+    if args.tls_cert or args.tls_key:
+        extra.update(tls_cert=args.tls_cert, tls_key=args.tls_key)
+    # Quotas stay on (their per-call cost is part of every figure) but out of reach: every
+    # caller here is one host, and a fast machine would otherwise meet the per-host limit.
+    config = ServerConfig(db_urls=(args.db,), listen="127.0.0.1:0", grace=1.0,
+                          quota_calls=1e9, quota_ids=1e12, **extra)
+    with IdGenServer(config, servicer=null if args.mode == "null" else None) as server:
         print(f"ready {server.address}", flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or dies)
         stats = {biz: {"fetches": b.fetches, "waits": b.waits} for biz, b in server.buffers}

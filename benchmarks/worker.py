@@ -2,7 +2,8 @@
 
 ``load``: many concurrent ``NextId`` callers against one server (grpc.aio, so
 that one process keeps dozens of calls in flight without a thread each), with a
-warm-up, a measured window and every call's latency. ``allocate``: one
+warm-up, a measured window and every call's latency; over TLS with ``ca_file``,
+and with ``authorization: Bearer`` metadata with ``token``. ``allocate``: one
 allocator racing the others on one segment row for a fixed window.
 
 Commands carry an absolute start time (``time.time()``), so that the workers of
@@ -11,6 +12,7 @@ one measurement start together.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -27,15 +29,27 @@ def _sleep_until(perf: float) -> None:
         time.sleep(delay)
 
 
-async def _load(target: str, biz: str, count: int, callers: int, warmup: float,
-                seconds: float, start_at: float) -> dict[str, object]:
+def _channel(target: str, ca_file: str | None):  # type: ignore[no-untyped-def]
+    """A grpc.aio channel: TLS checked against ``ca_file`` if given, else plaintext."""
     import grpc
 
-    from idgen_wire import idgen_pb2, idgen_pb2_grpc
+    if ca_file is None:
+        return grpc.aio.insecure_channel(target)
+    with open(ca_file, "rb") as f:
+        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=f.read()))
 
-    async with grpc.aio.insecure_channel(target) as channel:
+
+async def _load(target: str, biz: str, count: int, callers: int, warmup: float,
+                seconds: float, start_at: float, ca_file: str | None = None,
+                token: str | None = None) -> dict[str, object]:
+    from idgen_wire import idgen_pb2, idgen_pb2_grpc
+    from idgen_wire.auth import bearer
+
+    # The same calls with or without security: only the channel and the metadata differ.
+    metadata = (bearer(token),) if token is not None else None
+    async with _channel(target, ca_file) as channel:
         await asyncio.wait_for(channel.channel_ready(), 10)
-        call = idgen_pb2_grpc.IdGeneratorStub(channel).NextId
+        call = functools.partial(idgen_pb2_grpc.IdGeneratorStub(channel).NextId, metadata=metadata)
         request = idgen_pb2.NextIdRequest(biz_type=biz, count=count)
         await call(request, timeout=10)  # connection and first-call costs out of the window
         begin = _perf_at(start_at)

@@ -14,7 +14,7 @@ from tests.conftest import IN_CI
 
 pytestmark = pytest.mark.slow
 
-EXPECTED_SCENARIOS = {"1", "2", "3", "4", "5"}
+EXPECTED_SCENARIOS = {"1", "2", "3", "4", "5", "6"}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,8 @@ def test_every_target_figure_is_declared(quick_run: dict) -> None:
             assert f"alloc.{db}.{n}" in keys
     assert {"naive.next_id", "naive.nextid1"} <= keys
     assert {"sequencer.groups1000", "sequencer.groups1000000"} <= keys
+    for count in (1, 1000):  # --quick measures TLS + token at 16 callers only
+        assert f"secure.count{count}.callers16" in keys
 
 
 def test_gRPC_figures_carry_latency_percentiles(quick_run: dict) -> None:
