@@ -26,7 +26,9 @@ from idgen_core.errors import (
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
+    PermissionDenied,
     ServiceUnavailable,
+    Unauthenticated,
     UnknownBizType,
     fresh,
 )
@@ -40,8 +42,9 @@ log = logging.getLogger(__name__)
 IDLE_CHECK = 5.0
 """Seconds between the idle thread's checks that its buffer still exists."""
 
-_PERMANENT = (UnknownBizType, IdSpaceExhausted, InvalidRequest)
-"""Errors that retrying cannot fix: the fetcher stops and hands them to callers."""
+_PERMANENT = (UnknownBizType, IdSpaceExhausted, InvalidRequest, Unauthenticated, PermissionDenied)
+"""Errors that retrying cannot fix: the fetcher stops and hands them to callers. A token
+that is refused stays refused until the process is given another one."""
 
 
 class Owner(Protocol):

@@ -163,6 +163,8 @@ class Authenticator:
     def _refresh(self) -> None:
         for index, table in enumerate(self._tables):
             try:
+                if index in self._no_table and not table.exists():
+                    continue  # still none (set up by an older idgen): no failed read to log again
                 self._snapshots[index] = table.read()
                 self._no_table.discard(index)
             except (StorageUnavailable, ConfigError):

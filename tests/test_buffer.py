@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 
 from idgen_client import (
     IdSpaceExhausted,
+    InvalidRequest,
+    PermissionDenied,
     Segment,
     ServiceUnavailable,
+    Unauthenticated,
     UnknownBizType,
 )
 from idgen_core.buffer import DoubleBuffer
@@ -104,15 +107,21 @@ def test_transient_failure_surfaces_only_when_the_buffer_is_empty_and_heals():
         assert recovered > served[-1]
 
 
-@pytest.mark.parametrize("error", [UnknownBizType("no such biz"), IdSpaceExhausted("int64 used up")])
+@pytest.mark.parametrize("error", [
+    UnknownBizType("no such biz"), IdSpaceExhausted("int64 used up"), InvalidRequest("bad"),
+    Unauthenticated("no token"), PermissionDenied("not this biz type")])
 def test_permanent_errors_reach_the_caller_without_retry_loops(error):
     source = Source()
     source.fail = error
-    with DoubleBuffer(source) as buffer:
+    with DoubleBuffer(source, retry=Backoff(0.001, 0.001)) as buffer:
         with pytest.raises(type(error)):
             buffer.next_id()
         with pytest.raises(type(error)):
             buffer.next_id()
+        # A retry loop (1 ms apart here) would keep the fetcher busy and call the source again
+        # and again; a permanent error ends the fetch, and each caller asks at most once more.
+        wait_until(lambda: not buffer._fetcher.busy, 5, "the fetcher to give up")
+        assert len(source.floors) <= 2
 
 
 def test_a_source_that_breaks_the_floor_contract_is_not_trusted():

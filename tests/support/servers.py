@@ -25,10 +25,11 @@ class ServerProcess:
 
     def __init__(self, db_urls: Sequence[str], *, listen: str = "127.0.0.1:0",
                  extra_args: Sequence[str] = (), cwd: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, global_args: Sequence[str] = ()) -> None:
         self.db_urls = list(db_urls)
         self.listen = listen
         self.extra_args = list(extra_args)
+        self.global_args = list(global_args)  # before ``serve``: ``-v`` (debug logging)
         self.cwd = cwd
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
@@ -36,7 +37,7 @@ class ServerProcess:
         self.output: list[str] = []
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        args = [sys.executable, "-m", "idgen_cli", "serve", "--listen", self.listen,
+        args = [sys.executable, "-m", "idgen_cli", *self.global_args, "serve", "--listen", self.listen,
                 *db_args(self.db_urls)]
         self.proc = subprocess.Popen(args + self.extra_args, cwd=self.cwd, env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
