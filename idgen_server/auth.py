@@ -72,6 +72,7 @@ class Authenticator:
         self._interval = refresh
         self._snapshots: list[list[Grant] | None] = [None] * len(self._tables)
         self._no_table: set[int] = set()
+        self._unreadable: set[int] = set()
         self._state = _State(required=always)
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -163,12 +164,19 @@ class Authenticator:
     def _refresh(self) -> None:
         for index, table in enumerate(self._tables):
             try:
-                if index in self._no_table and not table.exists():
+                if index in self._no_table and not table.exists(logged=False):
                     continue  # still none (set up by an older idgen): no failed read to log again
-                self._snapshots[index] = table.read()
+                self._snapshots[index] = table.read(logged=False)
                 self._no_table.discard(index)
-            except (StorageUnavailable, ConfigError):
+                if index in self._unreadable:
+                    self._unreadable.discard(index)
+                    log.info("the token table of %s can be read again", table.name)
+            except (StorageUnavailable, ConfigError) as exc:
                 self._snapshots[index] = self._without_table(index, table)
+                if index not in self._no_table and index not in self._unreadable:
+                    self._unreadable.add(index)  # said once per outage, not at every refresh
+                    log.warning("cannot read the token table of %s (%s): keeping the tokens last "
+                                "read from it", table.name, exc)
         snapshots = [s for s in self._snapshots if s is not None]
         revoked = {g.token_id for s in snapshots for g in s if g.revoked_at is not None}
         grants: dict[str, Grant] = {}
@@ -183,7 +191,7 @@ class Authenticator:
         """[] for a database that answers but has no token table (set up by an older
         idgen: it can hold no token); its last copy (or None) if it does not answer."""
         try:
-            present = table.exists()
+            present = table.exists(logged=False)
         except StorageUnavailable:
             return self._snapshots[index]
         if present:

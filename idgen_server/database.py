@@ -173,9 +173,11 @@ class Database:
         """The database's URL without its password: what messages and logs show."""
         self.engine = make_engine(self.url, timeout)
 
-    def unavailable(self, exc: BaseException) -> StorageUnavailable:
-        """The error to raise for ``exc``, logged once here; never with SQL in it."""
-        log.warning("database %s failed: %s", self.name, failure_text(exc, self.url))
+    def unavailable(self, exc: BaseException, *, logged: bool = True) -> StorageUnavailable:
+        """The error to raise for ``exc``, logged here (unless the caller logs it itself);
+        never with SQL in it."""
+        if logged:
+            log.warning("database %s failed: %s", self.name, failure_text(exc, self.url))
         reason = permanent_failure(exc, self.url)
         if reason is not None:  # what a person must fix, not SQL: worth telling the caller
             return StorageUnavailable(f"database {self.name} cannot be used: {reason}")

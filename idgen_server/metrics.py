@@ -59,7 +59,7 @@ class MetricsEndpoint:
         """``host:port`` it serves on (the real port if 0 was asked for)."""
         server: WSGIServer = self._server
         host, port = server.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host!s}:{port}"
 
     def close(self) -> None:
         server: WSGIServer = self._server

@@ -101,21 +101,22 @@ class TokenTable:
         self._db = database
         self.name = database.name
 
-    def exists(self) -> bool:
-        """Whether the table exists (a database set up by an older idgen has none)."""
+    def exists(self, *, logged: bool = True) -> bool:
+        """Whether the table exists (a database set up by an older idgen has none).
+        ``logged=False``: a failure is the caller's to log (``Database.unavailable``)."""
         try:
             with self._db.engine.connect() as conn:
                 return inspect(conn).has_table(token_table.name)
         except DB_ERRORS as exc:
-            raise self._db.unavailable(exc) from None
+            raise self._db.unavailable(exc, logged=logged) from None
 
-    def read(self) -> list[Grant]:
-        """Every token, revoked ones included."""
+    def read(self, *, logged: bool = True) -> list[Grant]:
+        """Every token, revoked ones included (``logged``: as for ``exists``)."""
         try:
             with self._db.engine.connect() as conn:
                 records = list(conn.execute(select(token_table)))
         except DB_ERRORS as exc:
-            raise self._db.unavailable(exc) from None
+            raise self._db.unavailable(exc, logged=logged) from None
         return [Grant(token_id=r.token_id, name=r.name, secret_hash=r.secret_hash,
                       biz_types=frozenset(b for b in str(r.biz_types).split(",") if b),
                       admin=bool(r.admin), created_at=r.created_at, revoked_at=r.revoked_at)

@@ -636,7 +636,7 @@ class FakeTable:
         self.hold: threading.Event | None = None  # set: read() waits for it
         self.reading = threading.Event()
 
-    def read(self) -> list[Grant]:
+    def read(self, *, logged: bool = True) -> list[Grant]:
         self.reads += 1
         self.reading.set()
         if self.hold is not None:
@@ -647,7 +647,7 @@ class FakeTable:
             raise StorageUnavailable(f"{self.name}: no such table")
         return list(self.grants)
 
-    def exists(self) -> bool:
+    def exists(self, *, logged: bool = True) -> bool:
         if self.down:
             raise StorageUnavailable(f"{self.name} is unreachable")
         return self.has_table
@@ -879,3 +879,18 @@ def test_auth_messages_never_hold_the_token(authenticators, clock):
                 auth.check(sent(candidate), biz_type)
             except IdGenError as exc:
                 assert candidate not in str(exc) and secret_of(token) not in str(exc)
+
+
+def test_auth_a_database_that_stops_answering_is_logged_once_per_outage(authenticators, caplog):
+    table = FakeTable(grant_of(new_token()[0]))
+    auth = authenticator(authenticators, table)
+    table.down = True
+    with caplog.at_level("INFO", logger=auth_module.__name__):
+        for _ in range(3):
+            auth.refresh()
+        table.down = False
+        auth.refresh()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot read the token table of db0" in m for m in messages) == 1, messages
+    assert sum("can be read again" in m for m in messages) == 1, messages
+    assert auth.tokens == 1, "the last copy was kept meanwhile"
