@@ -35,10 +35,12 @@ from idgen_core.errors import (
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
+    ServiceUnavailable,
     StorageUnavailable,
     UnknownBizType,
 )
 from idgen_core.segment import Segment, validate_floor, validate_steps
+from idgen_server.defaults import DEFAULT_ABOVE_ALL_LIMIT
 from idgen_server.health import Health
 from idgen_server.rows import BizRow, check_residue_set
 from idgen_server.rowset import RowSet
@@ -74,6 +76,7 @@ class Allocator:
         *,
         probe_interval: float = 0.5,
         watch_interval: float = 1.0,
+        above_all_limit: int = DEFAULT_ABOVE_ALL_LIMIT,
     ) -> None:
         check_distinct([store.name for store in stores])
         self.stores = tuple(stores)
@@ -85,6 +88,10 @@ class Allocator:
         self._watch: threading.Thread | None = None
         self._closed = threading.Event()
         self._high: dict[str, int] = {}  # per registered biz type: highest max_id seen
+        # Reading every database is the one costly request a caller can make at will: at most
+        # this many at once, so that a flood of them cannot hold every RPC thread.
+        self._above_all = threading.BoundedSemaphore(above_all_limit)
+        self._above_all_limit = above_all_limit
 
     def healthy(self) -> list[bool]:
         """Per database, whether it is currently in turn (not benched)."""
@@ -143,7 +150,14 @@ class Allocator:
         if self._rows.surely_unknown(biz_type):
             raise unknown_biz_type(biz_type)
         if above_all:
-            floor = max(floor, self._highest(biz_type))
+            if not self._above_all.acquire(blocking=False):
+                raise ServiceUnavailable(
+                    f"{self._above_all_limit} requests for IDs above every database are being "
+                    "served by this server already: retry shortly")
+            try:
+                floor = max(floor, self._highest(biz_type))
+            finally:
+                self._above_all.release()
         if floor > self._high.get(biz_type, 0):
             self._check_floor(biz_type, floor)
         errors: list[IdGenError] = []

@@ -62,7 +62,7 @@ class IdGenServer:
                 stores.append(SegmentStore(url, timeout=config.db_timeout, label=label))
             self.unreachable = self._prepare(stores)
             """Names of the databases that did not answer at start-up."""
-            self.allocator = Allocator(stores)
+            self.allocator = Allocator(stores, above_all_limit=config.above_all_limit)
         except BaseException:
             for store in stores:
                 store.close()
@@ -71,11 +71,7 @@ class IdGenServer:
         self.auth = Authenticator([s.tokens for s in stores], always=config.tokens_always)
         try:
             self.service: IdGeneratorServicer
-            if servicer is None:
-                self.service = IdGenService(self.buffers, self.allocator,
-                                            above_all_limit=config.above_all_limit)
-            else:
-                self.service = servicer(self.buffers, self.allocator)
+            self.service = (servicer or IdGenService)(self.buffers, self.allocator)
             self._executor = ThreadPoolExecutor(max_workers=config.workers,
                                                 thread_name_prefix="idgen-rpc")
             self._grpc = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])

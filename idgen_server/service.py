@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from idgen_core.errors import IdGenError, ServiceUnavailable, StorageUnavailable
+from idgen_core.errors import IdGenError, StorageUnavailable
 from idgen_core.segment import validate_biz_type, validate_count
 from idgen_server.allocator import Allocator
 from idgen_server.buffers import BufferPool
-from idgen_server.defaults import DEFAULT_ABOVE_ALL_LIMIT
 from idgen_server.gate import Gate
 from idgen_wire import idgen_pb2, idgen_pb2_grpc
 from idgen_wire.status import status_for
@@ -65,19 +63,11 @@ def _rpc(method: Callable[..., _Resp]) -> Callable[..., _Resp]:
 
 
 class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
-    """The ``idgen.v1.IdGenerator`` service over a ``BufferPool`` and an ``Allocator``.
+    """The ``idgen.v1.IdGenerator`` service over a ``BufferPool`` and an ``Allocator``."""
 
-    At most ``above_all_limit`` ``NextSegment`` calls with ``above_all`` (each reads
-    every database) run at once; more are ``UNAVAILABLE`` at once, which clients
-    retry after a backoff, so that a flood of them cannot hold every RPC thread.
-    """
-
-    def __init__(self, buffers: BufferPool, allocator: Allocator, *,
-                 above_all_limit: int = DEFAULT_ABOVE_ALL_LIMIT) -> None:
+    def __init__(self, buffers: BufferPool, allocator: Allocator) -> None:
         self.buffers = buffers
         self.allocator = allocator
-        self._above_all = threading.BoundedSemaphore(above_all_limit)
-        self._above_all_limit = above_all_limit
         self._labels = list(zip((s.name for s in allocator.stores), allocator.labels, strict=True))
 
     @_rpc
@@ -90,18 +80,8 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
     def NextSegment(self, request: idgen_pb2.NextSegmentRequest, context: grpc.ServicerContext
                     ) -> idgen_pb2.NextSegmentResponse:
         biz_type = validate_biz_type(request.biz_type)
-        if request.above_all:
-            if not self._above_all.acquire(blocking=False):
-                raise ServiceUnavailable(
-                    f"{self._above_all_limit} NextSegment calls with above_all are running on this "
-                    "server already: retry shortly")
-            try:
-                segment = self.allocator.allocate(biz_type, request.floor, request.steps or 1,
-                                                  above_all=True)
-            finally:
-                self._above_all.release()
-        else:
-            segment = self.allocator.allocate(biz_type, request.floor, request.steps or 1)
+        segment = self.allocator.allocate(biz_type, request.floor, request.steps or 1,
+                                          above_all=request.above_all)
         return idgen_pb2.NextSegmentResponse(
             biz_type=biz_type, start=segment.start, end=segment.end,
             delta=segment.delta, remainder=segment.remainder,

@@ -427,7 +427,7 @@ def test_a_flood_of_above_all_calls_is_held_to_the_limit_and_next_id_keeps_its_l
     assert seen["unavailable"] > 0, "more than the limit asked at once: some must be refused"
     messages = seen["unavailable_messages"]
     assert isinstance(messages, list)
-    assert all("2 NextSegment calls with above_all are running on this server already" in m
+    assert all("2 requests for IDs above every database are being served by this server already" in m
                for m in messages), messages
     assert len(quiet) == len(loud) == STEADY_CALLS, report  # every NextId call succeeded
     assert loud_p99 <= FLOOD_FACTOR * quiet_p99 + ABOVE_ALL_SLACK, report

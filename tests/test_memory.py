@@ -17,6 +17,7 @@ from tests.support.servers import stub_to
 NAMES = 100_000
 WARM_UP = 20_000
 IN_FLIGHT = 64
+BUSY = "being served by this server already"
 TOLERANCE_KIB = 4 * 1024
 """RSS may grow this much between warm-up and the end. Before the names were bounded,
 100,000 names grew it by about 15 MiB."""
@@ -45,7 +46,9 @@ def db(request, tmp_path):
 @pytest.mark.slow
 def test_memory_stays_flat_under_100000_names_never_registered(db, start_server):
     init_db(db)
-    server = start_server([db])
+    # Quotas off: this one host sends 2,500 calls/s of up to 100,000 IDs each, which the
+    # default quota would refuse; what is measured here is what names cost.
+    server = start_server([db], extra_args=["--quota-calls", "0", "--quota-ids", "0"])
     rng = random.Random(8)
     codes: dict[grpc.StatusCode, int] = {}
     with stub_to(server.address) as stub:
@@ -57,6 +60,8 @@ def test_memory_stays_flat_under_100000_names_never_registered(db, start_server)
             if len(pending) >= IN_FLIGHT or n == NAMES:
                 for future in pending:
                     code = future.exception().code() if future.exception() else grpc.StatusCode.OK
+                    if code is grpc.StatusCode.UNAVAILABLE and BUSY in future.exception().details():
+                        code = BUSY  # above_all over its limit, before the names were first read
                     codes[code] = codes.get(code, 0) + 1
                 pending.clear()
             if n == WARM_UP:
@@ -66,5 +71,5 @@ def test_memory_stays_flat_under_100000_names_never_registered(db, start_server)
     print(f"\n[memory] {NAMES:,} names in {took:.0f}s: RSS {warm / 1024:.1f} MiB after "
           f"{WARM_UP:,}, {end / 1024:.1f} MiB after {NAMES:,}; {codes}")
     assert codes.get(grpc.StatusCode.OK, 0) == 0
-    assert set(codes) <= {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT}
+    assert set(codes) <= {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, BUSY}
     assert end - warm < TOLERANCE_KIB
