@@ -31,11 +31,11 @@ import re
 import socket
 import ssl
 import urllib.parse
-from pathlib import Path
 
 import grpc
 
 from idgen_core.errors import ConfigError
+from idgen_core.files import read_setting_file
 
 __all__ = ["CA_FILE", "CERT_FILE", "KEY_FILE", "channel_credentials", "explain_failure", "server_speaks_tls"]
 
@@ -76,16 +76,7 @@ def channel_credentials(ca_file: str | None, cert_file: str | None,
 def _read(path: str, option: tuple[str, str], marker: bytes, noun: str) -> bytes:
     """The file's bytes; ``ConfigError`` if it is missing, unreadable or lacks ``marker``."""
     what = f"the file {path!r} ({option[0]} / {option[1]})"
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{what} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{what} is a directory: give the path of a PEM file") from None
-    except PermissionError:
-        raise ConfigError(f"{what} cannot be read by this user: give it read access") from None
-    except OSError as exc:
-        raise ConfigError(f"{what} cannot be read ({exc.strerror or exc})") from None
+    data = read_setting_file(path, what)
     if marker not in data:
         raise ConfigError(f"{what} is not a PEM file holding a {noun} (no '{marker.decode()}' in it)")
     return data

@@ -10,4 +10,5 @@ that never talks to a server) can use it without the other side's weight.
 - ``fetcher``: the buffer's background thread that fetches the next segment.
 - ``sizing``: how many steps the next allocation should claim.
 - ``retry``: the one backoff policy every retrying loop uses.
+- ``files``: reading a file a setting names, with errors that name it.
 """

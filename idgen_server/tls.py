@@ -9,7 +9,6 @@ checked, so what is served is exactly what was checked.
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 
 import grpc
 from cryptography import x509
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from idgen_core.errors import ConfigError
+from idgen_core.files import read_setting_file
 
 __all__ = ["TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA", "server_credentials"]
 
@@ -67,16 +67,7 @@ def _describe(path: str, setting: str) -> str:
 def _read(path: str, setting: str) -> bytes:
     """The file's bytes; ``ConfigError`` if it is missing, unreadable or empty."""
     what = _describe(path, setting)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{what} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{what} is a directory: give the path of a PEM file") from None
-    except PermissionError:
-        raise ConfigError(f"{what} cannot be read by this user: give it read access") from None
-    except OSError as exc:
-        raise ConfigError(f"{what} cannot be read ({exc.strerror or exc})") from None
+    data = read_setting_file(path, what)
     if not data.strip():
         raise ConfigError(f"{what} is empty")
     return data
