@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from benchmarks.harness import BIZ_BENCH, Context, Row, percentiles, progress
 
@@ -29,6 +31,23 @@ def _cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / _TICK
     except OSError:
         return 0.0
+
+
+def measure_rounds(ctx: Context, servers: Mapping[str, Any], count: int, callers: int,
+                   security: Mapping[str, dict[str, str] | None] | None = None
+                   ) -> tuple[str, dict[str, dict[str, object]], dict[str, list[dict[str, object]]]]:
+    """Rounds of ``measure`` against each of ``servers`` in turn (3, or 1 in quick mode):
+    the figure's key (calls/s for count=1, else IDs/s), each server's best round, and
+    every round. ``security``: per server, what ``measure`` takes."""
+    warmup, seconds, rounds = (0.2, 0.6, 1) if ctx.quick else (0.5, 2.0, 3)
+    results: dict[str, list[dict[str, object]]] = {side: [] for side in servers}
+    for _ in range(rounds):
+        for side, server in servers.items():
+            results[side].append(measure(ctx, server.address, server.proc.pid, count, callers,
+                                         warmup, seconds, security=(security or {}).get(side)))
+    key = "calls_per_s" if count == 1 else "ids_per_s"
+    best = {side: max(rs, key=lambda r: r[key]) for side, rs in results.items()}  # type: ignore[arg-type,return-value]
+    return key, best, results
 
 
 def measure(ctx: Context, address: str, pid: int, count: int, callers: int,
@@ -89,20 +108,13 @@ def run(ctx: Context) -> None:
         ctx.run.skip(2, f"a benchmark server did not start: {exc}")
         ctx.run.finish(2)
         return
-    warmup, seconds, rounds = (0.2, 0.6, 1) if ctx.quick else (0.5, 2.0, 3)
     for (count, callers), row in rows.items():
-        results: dict[str, list[dict[str, object]]] = {"null": [], "idgen": []}
         try:
-            for _ in range(rounds):
-                for mode, server in servers.items():
-                    results[mode].append(measure(ctx, server.address, server.proc.pid, count,
-                                                 callers, warmup, seconds))
+            key, best, results = measure_rounds(ctx, servers, count, callers)
         except Exception as exc:
             row.skipped = f"the load generator failed: {exc}"
             progress(f"  {row.figure}: skipped: {row.skipped}")
             continue
-        key = "calls_per_s" if count == 1 else "ids_per_s"
-        best = {mode: max(rs, key=lambda r: r[key]) for mode, rs in results.items()}  # type: ignore[arg-type,return-value]
         row.idgen = best["idgen"][key]  # type: ignore[assignment]
         row.baseline = best["null"][key]  # type: ignore[assignment]
         row.details = {"best": best, "rounds": results}

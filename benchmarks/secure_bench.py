@@ -21,7 +21,7 @@ import os
 import statistics
 import tempfile
 
-from benchmarks.grpc_bench import measure
+from benchmarks.grpc_bench import measure_rounds
 from benchmarks.harness import BENCH_STEP, BIZ_BENCH, Context, Row, progress
 from benchmarks.processes import benchmark_server
 
@@ -118,21 +118,13 @@ def run(ctx: Context) -> None:
         ctx.run.finish(6)
         return
     security = {"plain": None, "secure": {"ca_file": ca_file, "token": token}}
-    warmup, seconds, rounds = (0.2, 0.6, 1) if ctx.quick else (0.5, 2.0, 3)
     for (count, callers), row in rows.items():
-        results: dict[str, list[dict[str, object]]] = {"plain": [], "secure": []}
         try:
-            for _ in range(rounds):
-                for side, server in servers.items():
-                    results[side].append(measure(ctx, server.address, server.proc.pid, count,
-                                                 callers, warmup, seconds,
-                                                 security=security[side]))
+            key, best, results = measure_rounds(ctx, servers, count, callers, security)
         except Exception as exc:
             row.skipped = f"the load generator failed: {exc}"
             progress(f"  {row.figure}: skipped: {row.skipped}")
             continue
-        key = "calls_per_s" if count == 1 else "ids_per_s"
-        best = {side: max(rs, key=lambda r: r[key]) for side, rs in results.items()}  # type: ignore[arg-type,return-value]
         row.idgen = best["secure"][key]  # type: ignore[assignment]
         row.baseline = best["plain"][key]  # type: ignore[assignment]
         row.details = {"best": best, "rounds": results}
