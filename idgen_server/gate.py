@@ -8,7 +8,7 @@ grant, and the call and its IDs are charged to the caller's quota.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from idgen_core.segment import MAX_COUNT, validate_biz_type
 from idgen_server.auth import Authenticator
@@ -29,11 +29,11 @@ class Gate:
         """The caller's grant (None where no token is needed); ``Unauthenticated`` if it has none."""
         return None if self.auth is None else self.auth.identify(metadata)
 
-    def admit(self, grant: Grant | None, peer: str, biz_type: str, ids: int = 0) -> None:
+    def admit(self, grant: Grant | None, peer: Callable[[], str], biz_type: str, ids: int = 0) -> None:
         """``PermissionDenied`` unless ``grant`` allows ``biz_type``; ``QuotaExceeded`` if the
-        caller (its token, else its host) is over quota."""
+        caller (its token, else its host: ``peer()``, asked only then) is over quota."""
         if grant is not None:
             Authenticator.permit(grant, validate_biz_type(biz_type))
         if self.quotas is not None:
             ids = ids if 0 < ids <= MAX_COUNT else 0  # a bad count is the servicer's to refuse
-            self.quotas.charge(grant.token_id if grant is not None else peer_host(peer), ids)
+            self.quotas.charge(grant.token_id if grant is not None else peer_host(peer()), ids)

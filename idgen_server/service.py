@@ -144,7 +144,7 @@ def _handler(method: Callable[[_Req, grpc.ServicerContext], _Resp], request_type
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, detail)
             raise AssertionError("unreachable")  # context.abort raises
         try:
-            gate.admit(grant, context.peer(), getattr(request, "biz_type", ""),
+            gate.admit(grant, context.peer, getattr(request, "biz_type", ""),
                        getattr(request, "count", 0))
         except IdGenError as exc:
             abort(context, exc)
