@@ -29,7 +29,8 @@ def serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port, metrics_listen=args.metrics_listen,
         preload_at=args.preload_at, db_timeout=args.db_timeout,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
-        insecure=args.insecure, quota_calls=args.quota_calls, quota_ids=args.quota_ids)
+        insecure=args.insecure, quota_calls=args.quota_calls, quota_ids=args.quota_ids,
+        drain=args.drain, reflection=args.reflection)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -26,17 +26,19 @@ on a free-threaded build the hot path would need a lock.
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from idgen_core.errors import ConfigError, InvalidRequest, ServiceUnavailable, fresh
 from idgen_core.fetcher import Fetcher, fetch_above
 from idgen_core.retry import Backoff
 from idgen_core.segment import Segment
 
-__all__ = ["DEFAULT_PRELOAD_AT", "DEFAULT_RETRY", "DEFAULT_WAIT_TIMEOUT", "DoubleBuffer",
-           "FetchSegment", "check_preload_at"]
+__all__ = ["DEFAULT_PRELOAD_AT", "DEFAULT_RETRY", "DEFAULT_WAIT_TIMEOUT", "BufferState",
+           "DoubleBuffer", "FetchSegment", "check_preload_at"]
 
 FetchSegment = Callable[[int], Segment]
 """``fetch(floor)``: allocate a new segment whose IDs are all above ``floor``."""
@@ -50,6 +52,27 @@ DEFAULT_WAIT_TIMEOUT = 30.0
 
 DEFAULT_RETRY = Backoff(initial=0.05, maximum=2.0)
 """How the fetcher thread spaces its attempts after a failed fetch (until one succeeds)."""
+
+@dataclass(frozen=True)
+class BufferState:
+    """What a buffer holds at one moment (``DoubleBuffer.state``), for status and metrics."""
+
+    current: Segment | None
+    """The segment IDs come from now; None before the first fetch and once closed."""
+    left: int
+    """IDs of ``current`` not handed out yet."""
+    next: Segment | None
+    """The segment fetched ahead, if it has arrived."""
+    fetches: int
+    waits: int
+    issued: int
+    """IDs handed out so far (IDs dropped unused, by ``skip_past`` or ``close``, are not)."""
+
+    @property
+    def buffered(self) -> int:
+        """IDs held in memory, ready to hand out without a fetch."""
+        return self.left + (len(self.next) if self.next is not None else 0)
+
 
 def check_preload_at(preload_at: float) -> float:
     """``preload_at`` if it is a share in ``[0, 1)``, else ``ConfigError``."""
@@ -96,6 +119,8 @@ class DoubleBuffer:
         self._ids: Iterator[int] = iter(())
         self._rest: range | None = None  # the part of the current segment after the threshold
         self._next: Segment | None = None
+        self._current: Segment | None = None
+        self._issued_before = 0  # IDs handed out from the segments before the current one
         self._floor = floor
         self._closed = False
         self.fetches = 0
@@ -171,6 +196,8 @@ class DoubleBuffer:
 
     def _install(self, segment: Segment) -> None:
         """Make ``segment`` current. Caller holds the lock."""
+        self._retire()
+        self._current = segment
         self._next = None
         self._floor = segment.end
         ids = segment.ids()
@@ -228,6 +255,28 @@ class DoubleBuffer:
             self._next = segment
         return True
 
+    # -- status ---------------------------------------------------------------
+
+    def _left(self) -> int:
+        """IDs of the current segment not handed out yet. Caller holds the lock."""
+        # A range iterator knows its length: nothing is counted on the hot path for this.
+        return operator.length_hint(self._ids) + (len(self._rest) if self._rest is not None else 0)
+
+    def _retire(self) -> None:
+        """Count what was handed out of the current segment, before it goes. Caller holds the lock."""
+        if self._current is not None:
+            self._issued_before += len(self._current) - self._left()
+            self._current = None
+
+    def state(self) -> BufferState:
+        """A snapshot of what the buffer holds. Takes the lock, never waits on I/O; a
+        ``next_id()`` running meanwhile may make ``left`` and ``issued`` one call stale."""
+        with self._cond:
+            left = self._left() if self._current is not None else 0
+            issued = self._issued_before + (len(self._current) - left if self._current else 0)
+            return BufferState(current=self._current, left=left, next=self._next,
+                               fetches=self.fetches, waits=self.waits, issued=issued)
+
     # -- lifecycle ------------------------------------------------------------
 
     @property
@@ -240,6 +289,7 @@ class DoubleBuffer:
         """Stop the fetcher thread; later calls raise ``ServiceUnavailable``."""
         with self._cond:
             self._closed = True
+            self._retire()
             self._ids, self._rest = iter(()), None
             self._cond.notify_all()
         self._fetcher.stop(timeout)

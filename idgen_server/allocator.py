@@ -41,7 +41,7 @@ from idgen_core.errors import (
 )
 from idgen_core.segment import Segment, validate_floor, validate_steps
 from idgen_server.defaults import DEFAULT_ABOVE_ALL_LIMIT
-from idgen_server.health import Health
+from idgen_server.health import DatabaseHealth, Health
 from idgen_server.rows import BizRow, check_residue_set
 from idgen_server.rowset import RowSet
 from idgen_server.store import SegmentStore
@@ -96,6 +96,14 @@ class Allocator:
     def healthy(self) -> list[bool]:
         """Per database, whether it is currently in turn (not benched)."""
         return self._health.healthy()
+
+    def health(self) -> list[DatabaseHealth]:
+        """Per database: reachable or benched, since when, its last failure."""
+        return self._health.states()
+
+    def last_read(self, index: int) -> dict[str, BizRow]:
+        """Database ``index``'s rows as the server last read them (no query), by biz type."""
+        return self._rows.last_read(index)
 
     @property
     def labels(self) -> list[str]:
@@ -166,7 +174,7 @@ class Allocator:
                 segment = self.stores[index].allocate(
                     biz_type, floor, steps, check=functools.partial(self._rows.check, biz_type, index))
             except StorageUnavailable as exc:
-                self._health.record(index, ok=False)
+                self._health.record(index, ok=False, error=exc)
                 errors.append(exc)
                 continue
             except BizTypeMisconfigured:
@@ -276,8 +284,8 @@ class Allocator:
         for index in self._health.order():
             try:
                 row = self.stores[index].read(biz_type)
-            except StorageUnavailable:
-                self._health.record(index, ok=False)
+            except StorageUnavailable as exc:
+                self._health.record(index, ok=False, error=exc)
                 continue
             except BizTypeMisconfigured:  # a row too damaged to read is still a row
                 self._health.record(index, ok=True)

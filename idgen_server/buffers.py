@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from idgen_core.buffer import DEFAULT_PRELOAD_AT, DoubleBuffer
+from idgen_core.buffer import DEFAULT_PRELOAD_AT, BufferState, DoubleBuffer
 from idgen_core.errors import ServiceUnavailable
 from idgen_core.segment import validate_biz_type
 from idgen_core.sizing import AdaptiveSteps
@@ -33,6 +33,7 @@ class BufferPool:
         self._allocator = allocator
         self._preload_at = preload_at
         self._buffers: dict[str, DoubleBuffer] = {}
+        self._steps: dict[str, AdaptiveSteps] = {}
         self._unknown: dict[str, float] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -47,6 +48,16 @@ class BufferPool:
     def __iter__(self) -> Iterator[tuple[str, DoubleBuffer]]:
         """The biz types served so far, with their buffers (a snapshot)."""
         return iter(list(self._buffers.items()))
+
+    def states(self) -> list[tuple[str, BufferState, int]]:
+        """Per biz type served so far, by name: what its buffer holds, and how many steps
+        its next allocation claims (dynamic step sizing)."""
+        return [(biz_type, buffer.state(), self._steps[biz_type].steps)
+                for biz_type, buffer in sorted(self._buffers.items())]
+
+    def holding(self) -> bool:
+        """Whether any biz type has IDs in memory (served without a database)."""
+        return any(buffer.state().buffered for buffer in list(self._buffers.values()))
 
     def _buffer(self, biz_type: str) -> DoubleBuffer:
         validate_biz_type(biz_type)
@@ -70,10 +81,9 @@ class BufferPool:
             buffer = self._buffers.get(biz_type)
             if buffer is None:
                 allocate = self._allocator.allocate
-                buffer = DoubleBuffer(
-                    AdaptiveSteps(lambda floor, steps: allocate(biz_type, floor, steps)),
-                    name=biz_type, preload_at=self._preload_at,
-                )
+                steps = AdaptiveSteps(lambda floor, steps: allocate(biz_type, floor, steps))
+                buffer = DoubleBuffer(steps, name=biz_type, preload_at=self._preload_at)
+                self._steps[biz_type] = steps
                 self._buffers[biz_type] = buffer
             self._unknown.pop(biz_type, None)
             return buffer

@@ -15,6 +15,8 @@ looks like::
     metrics_listen = "127.0.0.1:9100"
     db_timeout = 3.0
     preload_at = 0.2
+    drain = 5.0         # seconds NOT_SERVING before stopping, on SIGTERM
+    reflection = true
 
 A database entry may start with a label (``db0=``): what callers and metrics see
 of it instead of its URL (default ``db0``, ``db1``... in the order given). A
@@ -46,6 +48,7 @@ from idgen_server.defaults import (
     DEFAULT_ABOVE_ALL_LIMIT,
     DEFAULT_ADDRESS,
     DEFAULT_DB_TIMEOUT,
+    DEFAULT_DRAIN,
     DEFAULT_GRACE,
     DEFAULT_PRELOAD_AT,
     DEFAULT_QUOTA_CALLS,
@@ -121,6 +124,8 @@ class ServerConfig:
     quota_calls: float = DEFAULT_QUOTA_CALLS
     quota_ids: float = DEFAULT_QUOTA_IDS
     above_all_limit: int = DEFAULT_ABOVE_ALL_LIMIT
+    drain: float = DEFAULT_DRAIN
+    reflection: bool = True
 
     def __post_init__(self) -> None:
         if (not isinstance(self.db_urls, tuple)
@@ -156,6 +161,11 @@ class ServerConfig:
             _number("metrics_port", self.metrics_port, whole=True)
             if not 0 <= self.metrics_port < 65536:
                 raise ConfigError(f"metrics port must be in 0..65535, got {self.metrics_port}")
+        _number("drain", self.drain)
+        if not 0 <= self.drain <= MAX_SECONDS:
+            raise ConfigError(f"drain must be in 0..{MAX_SECONDS:g} seconds, got {self.drain}")
+        if not isinstance(self.reflection, bool):
+            raise ConfigError(f"reflection must be true or false, not {safe_repr(self.reflection)}")
         _number("grace", self.grace)
         if not 0 <= self.grace <= MAX_SECONDS:  # NaN fails every comparison: refused too
             raise ConfigError(f"grace must be in 0..{MAX_SECONDS:g} seconds, got {self.grace}")

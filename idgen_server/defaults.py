@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_BIZ_TYPE",
     "DEFAULT_DB_TIMEOUT",
+    "DEFAULT_DRAIN",
     "DEFAULT_GRACE",
     "DEFAULT_PRELOAD_AT",
     "DEFAULT_QUOTA_CALLS",
@@ -40,6 +41,9 @@ DEFAULT_DB_TIMEOUT = 3.0
 """Seconds to connect to, or wait for, a database before it is taken as down."""
 DEFAULT_GRACE = 5.0
 """Seconds a stopping server lets calls in flight finish."""
+DEFAULT_DRAIN = 5.0
+"""Seconds a server told to stop (SIGTERM) keeps serving while its health check already
+says NOT_SERVING, so that load balancers and probes take it out before calls fail."""
 MAX_SECONDS = 3600.0
 DB_ENV = "IDGEN_DB"
 """Database URLs, comma-separated, when no --db is given."""
@@ -48,7 +52,7 @@ CONFIG_ENV = "IDGEN_CONFIG"
 """The TOML config file, when no --config is given."""
 CONFIG_KEYS = ("db", "db_password_file", "listen", "workers", "metrics_port", "metrics_listen",
                "db_timeout", "preload_at", "grace", "tls_cert", "tls_key", "tls_client_ca",
-               "insecure", "quota_calls", "quota_ids", "above_all_limit")
+               "insecure", "quota_calls", "quota_ids", "above_all_limit", "drain", "reflection")
 """The settings a config file may hold."""
 DB_PASSWORD_FILE_ENV = "IDGEN_DB_PASSWORD_FILE"
 """A file holding the password of every database URL that names a user but no password."""

@@ -11,11 +11,25 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-__all__ = ["Health"]
+__all__ = ["DatabaseHealth", "Health"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatabaseHealth:
+    """One database's health as last seen, for status and metrics."""
+
+    reachable: bool
+    """False while it is benched: its last call failed."""
+    since: float
+    """When it last turned reachable or benched (``time.time()``), or when watching began."""
+    last_error: str
+    """Its last failure, one line without password or SQL; empty if none yet."""
 
 
 class Health:
@@ -26,6 +40,8 @@ class Health:
         self._lock = threading.Lock()
         self._benched = [False] * len(self._names)
         self._failures = [0] * len(self._names)
+        self._since = [time.time()] * len(self._names)
+        self._errors = [""] * len(self._names)
         self._turn = itertools.count()
 
     def order(self) -> list[int]:
@@ -39,18 +55,36 @@ class Health:
                              key=self._failures.__getitem__)
         return healthy + benched
 
-    def record(self, index: int, ok: bool) -> None:
-        """Database ``index`` answered (``ok``) or failed (it is benched)."""
+    def record(self, index: int, ok: bool, error: BaseException | str | None = None) -> None:
+        """Database ``index`` answered (``ok``) or failed (it is benched), with ``error``
+        (an ``IdGenError`` or its text: never a driver's exception, which may hold SQL)."""
         with self._lock:
             if not ok:
                 self._failures[index] += 1
+                lost = not self._benched[index]
                 self._benched[index] = True
-                return
-            back = self._failures[index] > 0
-            self._failures[index] = 0
-            self._benched[index] = False
-        if back:
+                if error is not None:
+                    self._errors[index] = str(error).splitlines()[0][:300] if str(error) else ""
+                if lost:
+                    self._since[index] = time.time()
+            else:
+                lost = False
+                back = self._benched[index]
+                self._failures[index] = 0
+                self._benched[index] = False
+                if back:
+                    self._since[index] = time.time()
+        if lost:
+            log.warning("database %s is lost: serving from the others until it answers again%s",
+                        self._names[index], f" ({error})" if error else "")
+        elif ok and back:
             log.info("database %s is back", self._names[index])
+
+    def states(self) -> list[DatabaseHealth]:
+        """Per database: reachable or benched, since when, and its last failure."""
+        with self._lock:
+            return [DatabaseHealth(not benched, since, error) for benched, since, error
+                    in zip(self._benched, self._since, self._errors, strict=True)]
 
     def benched(self) -> list[int]:
         """The indexes of the benched databases."""

@@ -90,6 +90,12 @@ class RowSet:
                     self._classes.setdefault((biz_type, index), _class_of(row))
                 known[index] = row
 
+    def last_read(self, index: int) -> dict[str, BizRow]:
+        """Database ``index``'s rows as last read, by biz type (none read yet: empty)."""
+        with self._lock:
+            return {biz_type: row for biz_type, known in sorted(self._rows.items())
+                    if (row := known.get(index)) is not None}
+
     def named(self, rows: Mapping[int, BizRow | None]) -> dict[str, BizRow]:
         """``rows`` keyed by database name, without the databases that have none."""
         return {self._stores[i].name: row for i, row in sorted(rows.items()) if row is not None}
@@ -104,7 +110,7 @@ class RowSet:
             try:
                 rows[index] = self._stores[index].read(biz_type)
             except StorageUnavailable as exc:
-                self._health.record(index, ok=False)
+                self._health.record(index, ok=False, error=exc)
                 failed.append(exc)
                 continue
             self._health.record(index, ok=True)
@@ -187,8 +193,8 @@ class RowSet:
         started = time.monotonic()
         try:
             rows, damaged = store.read_all()
-        except StorageUnavailable:
-            self._health.record(index, ok=False)
+        except StorageUnavailable as exc:
+            self._health.record(index, ok=False, error=exc)
             return
         self._health.record(index, ok=True)
         with self._lock:
@@ -203,8 +209,8 @@ class RowSet:
             if row.max_id < high and _intact(store, row):
                 try:
                     store.raise_to(row, high)
-                except StorageUnavailable:
-                    self._health.record(index, ok=False)
+                except StorageUnavailable as exc:
+                    self._health.record(index, ok=False, error=exc)
                     return
 
 
