@@ -1,4 +1,5 @@
-"""The remote client: ``NextId`` and ``NextSegment`` over gRPC, with failover.
+"""The remote client: ``NextId`` and ``NextSegment`` over gRPC, with failover; and,
+for operators, a server's health and status.
 
 It spreads calls across the servers it is given (round robin) and, when one
 answers ``UNAVAILABLE`` or does not answer in time, retries on the next after
@@ -23,6 +24,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from idgen_client.tls import (
     CA_FILE,
@@ -32,7 +34,7 @@ from idgen_client.tls import (
     explain_failure,
     server_speaks_tls,
 )
-from idgen_core.errors import ConfigError, InvalidRequest, ServiceUnavailable
+from idgen_core.errors import ConfigError, InvalidRequest, ServiceUnavailable, UnknownBizType
 from idgen_core.retry import Backoff
 from idgen_core.segment import (
     Segment,
@@ -117,6 +119,8 @@ class RemoteClient:
         else:
             self._channels = [grpc.insecure_channel(t, options=_CHANNEL_OPTIONS) for t in self.targets]
         self._stubs = [idgen_pb2_grpc.IdGeneratorStub(c) for c in self._channels]
+        self._admin = [idgen_pb2_grpc.AdminStub(c) for c in self._channels]
+        self._health = [health_pb2_grpc.HealthStub(c) for c in self._channels]
         self._turn = itertools.count(random.randrange(len(self._stubs)))
         self._closed = threading.Event()
 
@@ -153,7 +157,24 @@ class RemoteClient:
             )
         return segment
 
-    def _call(self, method: str, request: Message) -> Any:  # the generated stubs are untyped
+    def status(self) -> idgen_pb2.StatusResponse:
+        """What a server holds: its buffers and databases (the ``Admin`` service; once tokens
+        exist, the token needs the admin scope). With several targets, the next in turn answers."""
+        return self._call("Status", idgen_pb2.StatusRequest(), self._admin)  # type: ignore[no-any-return]
+
+    def serving(self, service: str = "") -> bool:
+        """Whether a server's standard health service reports ``service`` (``""``: the server
+        as a whole) SERVING; False for NOT_SERVING and for a service it does not know.
+        ``ServiceUnavailable`` if no server answered."""
+        try:
+            reply = self._call("Check", health_pb2.HealthCheckRequest(service=service), self._health)
+        except UnknownBizType:  # NOT_FOUND: the health service knows no such service
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING  # type: ignore[no-any-return]
+
+    def _call(self, method: str, request: Message, stubs: Sequence[Any] | None = None
+              ) -> Any:  # the generated stubs are untyped
+        stubs = self._stubs if stubs is None else stubs
         if self._closed.is_set():
             raise ServiceUnavailable("the ID client is closed")
         last: grpc.RpcError | None = None
@@ -161,10 +182,10 @@ class RemoteClient:
         for attempt in range(attempts):
             if attempt and self._closed.wait(self._backoff.delay(attempt)):
                 break
-            turn = next(self._turn) % len(self._stubs)
+            turn = next(self._turn) % len(stubs)
             try:
-                return getattr(self._stubs[turn], method)(request, timeout=self._timeout,
-                                                          metadata=self._metadata)
+                return getattr(stubs[turn], method)(request, timeout=self._timeout,
+                                                    metadata=self._metadata)
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code not in _RETRYABLE:

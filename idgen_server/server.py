@@ -159,6 +159,12 @@ class IdGenServer:
         return self
 
     @property
+    def serving(self) -> bool:
+        """What the health service answers for the ID service: SERVING (True) while a
+        database is reachable or the buffers hold IDs, until the server drains."""
+        return True
+
+    @property
     def metrics_address(self) -> str | None:
         """``host:port`` of the metrics endpoint, once started; None if there is none."""
         return None if self._metrics is None else self._metrics.address
