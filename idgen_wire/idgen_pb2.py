@@ -22,23 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16idgen_wire/idgen.proto\x12\x08idgen.v1\"0\n\rNextIdRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x1d\n\x0eNextIdResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"W\n\x12NextSegmentRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x66loor\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x11\n\tabove_all\x18\x04 \x01(\x08\"e\n\x13NextSegmentResponse\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12\x11\n\tremainder\x18\x05 \x01(\x03\x32\x96\x01\n\x0bIdGenerator\x12;\n\x06NextId\x12\x17.idgen.v1.NextIdRequest\x1a\x18.idgen.v1.NextIdResponse\x12J\n\x0bNextSegment\x12\x1c.idgen.v1.NextSegmentRequest\x1a\x1d.idgen.v1.NextSegmentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16idgen_wire/idgen.proto\x12\x08idgen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\rNextIdRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x1d\n\x0eNextIdResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"W\n\x12NextSegmentRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x66loor\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x11\n\tabove_all\x18\x04 \x01(\x08\"e\n\x13NextSegmentResponse\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12\x11\n\tremainder\x18\x05 \x01(\x03\"\x0f\n\rStatusRequest\"\xbb\x01\n\x0eStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07serving\x18\x03 \x01(\x08\x12*\n\tbiz_types\x18\x04 \x03(\x0b\x32\x17.idgen.v1.BizTypeStatus\x12+\n\tdatabases\x18\x05 \x03(\x0b\x32\x18.idgen.v1.DatabaseStatus\"_\n\rSegmentStatus\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\x12\x11\n\tremainder\x18\x04 \x01(\x03\x12\x10\n\x08ids_left\x18\x05 \x01(\x03\"\xcd\x01\n\rBizTypeStatus\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12(\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x17.idgen.v1.SegmentStatus\x12%\n\x04next\x18\x03 \x01(\x0b\x32\x17.idgen.v1.SegmentStatus\x12\x0c\n\x04step\x18\x04 \x01(\x03\x12\x17\n\x0fstep_multiplier\x18\x05 \x01(\r\x12\x0f\n\x07\x66\x65tches\x18\x06 \x01(\x04\x12\r\n\x05waits\x18\x07 \x01(\x04\x12\x12\n\nids_issued\x18\x08 \x01(\x04\"\xaa\x01\n\x0e\x44\x61tabaseStatus\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12)\n\x04rows\x18\x06 \x03(\x0b\x32\x1b.idgen.v1.DatabaseRowStatus\"y\n\x11\x44\x61tabaseRowStatus\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\x0e\n\x06max_id\x18\x02 \x01(\x03\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12\x11\n\tremainder\x18\x05 \x01(\x03\x12\x12\n\nrange_used\x18\x06 \x01(\x01\x32\x96\x01\n\x0bIdGenerator\x12;\n\x06NextId\x12\x17.idgen.v1.NextIdRequest\x1a\x18.idgen.v1.NextIdResponse\x12J\n\x0bNextSegment\x12\x1c.idgen.v1.NextSegmentRequest\x1a\x1d.idgen.v1.NextSegmentResponse2D\n\x05\x41\x64min\x12;\n\x06Status\x12\x17.idgen.v1.StatusRequest\x1a\x18.idgen.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idgen_wire.idgen_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NEXTIDREQUEST']._serialized_start=36
-  _globals['_NEXTIDREQUEST']._serialized_end=84
-  _globals['_NEXTIDRESPONSE']._serialized_start=86
-  _globals['_NEXTIDRESPONSE']._serialized_end=115
-  _globals['_NEXTSEGMENTREQUEST']._serialized_start=117
-  _globals['_NEXTSEGMENTREQUEST']._serialized_end=204
-  _globals['_NEXTSEGMENTRESPONSE']._serialized_start=206
-  _globals['_NEXTSEGMENTRESPONSE']._serialized_end=307
-  _globals['_IDGENERATOR']._serialized_start=310
-  _globals['_IDGENERATOR']._serialized_end=460
+  _globals['_NEXTIDREQUEST']._serialized_start=69
+  _globals['_NEXTIDREQUEST']._serialized_end=117
+  _globals['_NEXTIDRESPONSE']._serialized_start=119
+  _globals['_NEXTIDRESPONSE']._serialized_end=148
+  _globals['_NEXTSEGMENTREQUEST']._serialized_start=150
+  _globals['_NEXTSEGMENTREQUEST']._serialized_end=237
+  _globals['_NEXTSEGMENTRESPONSE']._serialized_start=239
+  _globals['_NEXTSEGMENTRESPONSE']._serialized_end=340
+  _globals['_STATUSREQUEST']._serialized_start=342
+  _globals['_STATUSREQUEST']._serialized_end=357
+  _globals['_STATUSRESPONSE']._serialized_start=360
+  _globals['_STATUSRESPONSE']._serialized_end=547
+  _globals['_SEGMENTSTATUS']._serialized_start=549
+  _globals['_SEGMENTSTATUS']._serialized_end=644
+  _globals['_BIZTYPESTATUS']._serialized_start=647
+  _globals['_BIZTYPESTATUS']._serialized_end=852
+  _globals['_DATABASESTATUS']._serialized_start=855
+  _globals['_DATABASESTATUS']._serialized_end=1025
+  _globals['_DATABASEROWSTATUS']._serialized_start=1027
+  _globals['_DATABASEROWSTATUS']._serialized_end=1148
+  _globals['_IDGENERATOR']._serialized_start=1151
+  _globals['_IDGENERATOR']._serialized_end=1301
+  _globals['_ADMIN']._serialized_start=1303
+  _globals['_ADMIN']._serialized_end=1371
 # @@protoc_insertion_point(module_scope)

@@ -148,3 +148,83 @@ class IdGenerator:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AdminStub:
+    """What one server holds, for operators (`idgen status`). Once tokens exist, it
+    needs a token with the admin scope (`idgen token create --admin`).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Status = channel.unary_unary(
+                '/idgen.v1.Admin/Status',
+                request_serializer=idgen__wire_dot_idgen__pb2.StatusRequest.SerializeToString,
+                response_deserializer=idgen__wire_dot_idgen__pb2.StatusResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer:
+    """What one server holds, for operators (`idgen status`). Once tokens exist, it
+    needs a token with the admin scope (`idgen token create --admin`).
+    """
+
+    def Status(self, request, context):
+        """A snapshot of the server's buffers and databases. Reads nothing from the
+        databases: it reports what the server last saw of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=idgen__wire_dot_idgen__pb2.StatusRequest.FromString,
+                    response_serializer=idgen__wire_dot_idgen__pb2.StatusResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'idgen.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('idgen.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin:
+    """What one server holds, for operators (`idgen status`). Once tokens exist, it
+    needs a token with the admin scope (`idgen token create --admin`).
+    """
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idgen.v1.Admin/Status',
+            idgen__wire_dot_idgen__pb2.StatusRequest.SerializeToString,
+            idgen__wire_dot_idgen__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,4 +1,4 @@
-"""The committed generated code says exactly what proto/idgen/v1/idgen.proto says."""
+"""The committed generated code says exactly what idgen_wire/idgen.proto says."""
 from __future__ import annotations
 
 import pathlib
@@ -15,8 +15,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def test_generated_code_matches_the_proto(tmp_path):
     out = tmp_path / "idgen.desc"
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-Iidgen_wire=proto/idgen/v1",
-         f"--descriptor_set_out={out}", "proto/idgen/v1/idgen.proto"],
+        [sys.executable, "-m", "grpc_tools.protoc", "-I.",
+         f"--descriptor_set_out={out}", "idgen_wire/idgen.proto"],
         cwd=ROOT, check=True)
     fresh = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
     for message in fresh.message_type:  # generated code leaves out the derived json names

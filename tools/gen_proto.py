@@ -1,4 +1,4 @@
-"""Regenerate the generated modules of idgen_wire from proto/idgen/v1/idgen.proto.
+"""Regenerate the generated modules of idgen_wire from idgen_wire/idgen.proto.
 
 Run after editing the .proto: ``python tools/gen_proto.py``. The generated code
 is committed; tests/test_proto.py fails when it drifts from the .proto.
@@ -9,14 +9,18 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PROTO = "proto/idgen/v1/idgen.proto"
-# Map the .proto's directory onto the package, so that the generated modules
-# import each other as `idgen_wire.idgen_pb2`.
-INCLUDE = "-Iidgen_wire=proto/idgen/v1"
+# The .proto lives in the package (it ships with it: `idgen proto` prints it), so
+# the generated modules import each other as `idgen_wire.idgen_pb2`.
+PROTO = "idgen_wire/idgen.proto"
+INCLUDE = "-I."
 
 
 def protoc_args(*outputs: str) -> list[str]:
-    return ["grpc_tools.protoc", INCLUDE, *outputs, PROTO]
+    from importlib import resources
+
+    # The well-known types (google/protobuf/timestamp.proto) ship with grpc_tools.
+    well_known = f"-I{resources.files('grpc_tools') / '_proto'}"
+    return ["grpc_tools.protoc", INCLUDE, well_known, *outputs, PROTO]
 
 
 def main() -> int:
