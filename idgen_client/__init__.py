@@ -4,6 +4,7 @@
 - ``RemoteClient``: ``NextId``/``NextSegment`` over gRPC with failover.
 - ``Sequencer`` and ``Receiver``: per-group message seqs, and gap detection.
 - The errors, the same on both sides of the wire.
+- ``__version__``: the installed idgen's version.
 
 ``LocalGenerator`` and ``RemoteClient`` need gRPC and are imported when first
 used; everything else is plain Python, so a process that only receives
@@ -12,6 +13,7 @@ messages (``Receiver``) runs without gRPC installed.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING
 
 from idgen_client.receiver import Gap, Receiver
@@ -30,6 +32,7 @@ from idgen_core.errors import (
     UnknownBizType,
 )
 from idgen_core.segment import INT64_MAX, MAX_COUNT, Segment, validate_biz_type
+from idgen_core.version import installed_version
 
 if TYPE_CHECKING:
     from idgen_client.local import LocalGenerator
@@ -58,6 +61,13 @@ __all__ = [
     "UnknownBizType",
     "validate_biz_type",
 ]
+
+__version__ = installed_version()
+"""The installed idgen's version ("unknown" when run from a tree never installed)."""
+
+# A library prints nothing unless the application configures logging: without a handler
+# of its own, Python would print warnings to stderr (its "last resort").
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _NEED_GRPC = {"LocalGenerator": "idgen_client.local", "RemoteClient": "idgen_client.remote"}
 

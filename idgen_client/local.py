@@ -74,7 +74,8 @@ class LocalGenerator:
         client = self._client
         try:
             self._buffer = DoubleBuffer(
-                AdaptiveSteps(lambda floor, steps: client.next_segment(biz_type, floor, steps)),
+                AdaptiveSteps(lambda floor, steps: client.next_segment(biz_type, floor, steps),
+                              name=biz_type),
                 name=biz_type, preload_at=preload_at, floor=floor, wait_timeout=wait_timeout,
             )
         except BaseException:

@@ -162,15 +162,19 @@ class RemoteClient:
         exist, the token needs the admin scope). With several targets, the next in turn answers."""
         return self._call("Status", idgen_pb2.StatusRequest(), self._admin)  # type: ignore[no-any-return]
 
-    def serving(self, service: str = "") -> bool:
-        """Whether a server's standard health service reports ``service`` (``""``: the server
-        as a whole) SERVING; False for NOT_SERVING and for a service it does not know.
+    def health(self, service: str = "") -> str:
+        """What a server's standard health service says of ``service`` (``""``: the server as
+        a whole): ``"SERVING"``, ``"NOT_SERVING"`` or ``"SERVICE_UNKNOWN"``.
         ``ServiceUnavailable`` if no server answered."""
         try:
             reply = self._call("Check", health_pb2.HealthCheckRequest(service=service), self._health)
         except UnknownBizType:  # NOT_FOUND: the health service knows no such service
-            return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING  # type: ignore[no-any-return]
+            return "SERVICE_UNKNOWN"
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)  # type: ignore[no-any-return]
+
+    def serving(self, service: str = "") -> bool:
+        """Whether the health service reports ``service`` SERVING (see ``health``)."""
+        return self.health(service) == "SERVING"
 
     def _call(self, method: str, request: Message, stubs: Sequence[Any] | None = None
               ) -> Any:  # the generated stubs are untyped

@@ -12,3 +12,10 @@ that never talks to a server) can use it without the other side's weight.
 - ``retry``: the one backoff policy every retrying loop uses.
 - ``files``: reading a file a setting names, with errors that name it.
 """
+from __future__ import annotations
+
+import logging
+
+# A library prints nothing unless the application configures logging: without a handler
+# of its own, Python would print warnings to stderr (its "last resort").
+logging.getLogger(__name__).addHandler(logging.NullHandler())

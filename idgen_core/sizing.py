@@ -18,9 +18,13 @@ The time between two successful fetches measures how long a segment lasted:
 each fetch starts at the same point (the preload threshold) of its segment. The
 first interval is not measured: the first fetch happens before any segment is
 in use, so the second comes a mere preload threshold later.
+
+Each change of the multiplier is logged (INFO, ``idgen_core.sizing``): it only ever
+doubles or halves, at most once per fetch, so the lines stay few.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -29,9 +33,12 @@ from idgen_core.segment import MAX_STEP_MULTIPLIER, Segment
 
 __all__ = ["AdaptiveSteps"]
 
+log = logging.getLogger(__name__)
+
 
 class AdaptiveSteps:
-    """Wraps ``fetch(floor, steps)`` into a ``fetch(floor)`` that sizes itself. Thread-safe."""
+    """Wraps ``fetch(floor, steps)`` into a ``fetch(floor)`` that sizes itself. Thread-safe.
+    ``name`` (the biz type) names it in the log."""
 
     def __init__(
         self,
@@ -40,8 +47,10 @@ class AdaptiveSteps:
         target: float = 1.0,
         max_steps: int = MAX_STEP_MULTIPLIER,
         clock: Callable[[], float] = time.monotonic,
+        name: str = "",
     ) -> None:
         self._fetch = fetch
+        self._name = name  # the biz type, for the log
         self._target = target
         self._max = max_steps
         self._clock = clock
@@ -56,6 +65,7 @@ class AdaptiveSteps:
         now = self._clock()
         with self._lock:
             self._fetched += 1
+            before, lasted = self.steps, 0.0
             if self._last is not None and self._fetched > 2:
                 lasted = now - self._last
                 if lasted < self._target:
@@ -63,4 +73,10 @@ class AdaptiveSteps:
                 elif lasted > 8 * self._target:
                     self.steps = max(self.steps // 2, 1)
             self._last = now
+            after = self.steps
+        if after != before:
+            log.info("step multiplier of %r: %d -> %d (a segment lasted %.3gs)", self._name,
+                     before, after, lasted,
+                     extra={"biz_type": self._name, "step_multiplier": after, "previous": before,
+                            "lasted_seconds": round(lasted, 3)})
         return segment
