@@ -10,3 +10,10 @@ satisfy), ``store`` and ``tokens`` (one database's segment and token tables),
 servicer), ``tls`` (the server's certificate, checked), ``server`` (assembly);
 ``config`` and ``defaults`` are the settings.
 """
+from __future__ import annotations
+
+import logging
+
+# A library prints nothing unless the application configures logging: without a handler
+# of its own, Python would print warnings to stderr (its "last resort").
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -112,6 +112,11 @@ class Allocator:
 
     # -- the watch thread ---------------------------------------------------------
 
+    def start(self) -> None:
+        """Start watching the databases now, rather than at the first allocation: a server's
+        health must notice a database lost while nobody asks for IDs."""
+        self._start_watch()
+
     def _start_watch(self) -> None:
         with self._lock:
             if self._watch is not None or self._closed.is_set():

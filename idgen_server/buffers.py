@@ -81,7 +81,7 @@ class BufferPool:
             buffer = self._buffers.get(biz_type)
             if buffer is None:
                 allocate = self._allocator.allocate
-                steps = AdaptiveSteps(lambda floor, steps: allocate(biz_type, floor, steps))
+                steps = AdaptiveSteps(lambda floor, steps: allocate(biz_type, floor, steps), name=biz_type)
                 buffer = DoubleBuffer(steps, name=biz_type, preload_at=self._preload_at)
                 self._steps[biz_type] = steps
                 self._buffers[biz_type] = buffer

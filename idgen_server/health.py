@@ -76,9 +76,12 @@ class Health:
                     self._since[index] = time.time()
         if lost:
             log.warning("database %s is lost: serving from the others until it answers again%s",
-                        self._names[index], f" ({error})" if error else "")
+                        self._names[index], f" ({error})" if error else "",
+                        extra={"db": self._names[index], "reachable": False,
+                               "error": self._errors[index]})
         elif ok and back:
-            log.info("database %s is back", self._names[index])
+            log.info("database %s is back", self._names[index],
+                     extra={"db": self._names[index], "reachable": True})
 
     def states(self) -> list[DatabaseHealth]:
         """Per database: reachable or benched, since when, and its last failure."""

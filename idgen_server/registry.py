@@ -94,6 +94,11 @@ def _registration_to_complete(biz_type: str, stores: Sequence[SegmentStore],
     if len({row.registration for _, row in found}) > 1:
         problems.append("its rows in " + ", ".join(stores[k].name for k, _ in found)
                         + " were registered apart")
+    steps = {row.step for _, row in found}
+    if problems and not missing and all("its step is" in p for p in problems) and len(steps) == 1:
+        raise BizTypeConflict(  # the one difference that cannot hand out an ID twice
+            f"biz type {biz_type!r} is already registered in every database, with step "
+            f"{steps.pop()}, not {step}: to change its step, run `idgen set-step {biz_type} {step}`")
     if problems:
         raise BizTypeConflict(
             f"biz type {biz_type!r} is already registered otherwise: {'; '.join(problems)}. "

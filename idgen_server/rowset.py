@@ -78,7 +78,9 @@ class RowSet:
     def remember(self, biz_type: str, rows: Mapping[int, BizRow | None]) -> None:
         """Keep rows just read (None: that database has no row for the biz type). A name no
         database has a row of is not kept. A row that appears where there was none counts
-        as a class change (see the module notes)."""
+        as a class change (see the module notes). A step changed since the last read (by
+        ``idgen set-step``, or by hand) is logged, once."""
+        steps: list[tuple[int, int, int]] = []  # database, step before, step now
         with self._lock:
             if biz_type not in self._rows and all(row is None for row in rows.values()):
                 return
@@ -88,7 +90,16 @@ class RowSet:
                     self._classes[(biz_type, index)] = _APPEARED
                 elif row is not None:
                     self._classes.setdefault((biz_type, index), _class_of(row))
+                    before = known.get(index)
+                    if before is not None and before.step != row.step \
+                            and row.version >= before.version:  # not a slower, older read
+                        steps.append((index, before.step, row.step))
                 known[index] = row
+        for index, before_step, step in steps:  # once per change: only the first reader sees it
+            log.info("database %s: the step of %r changed from %d to %d", self._stores[index].name,
+                     biz_type, before_step, step, extra={"db": self._stores[index].name,
+                                                         "biz_type": biz_type, "step": step,
+                                                         "previous": before_step})
 
     def last_read(self, index: int) -> dict[str, BizRow]:
         """Database ``index``'s rows as last read, by biz type (none read yet: empty)."""

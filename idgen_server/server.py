@@ -16,20 +16,26 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+from grpc_health.v1 import health
+from grpc_reflection.v1alpha import reflection
 
 from idgen_core.errors import ConfigError, StorageUnavailable
+from idgen_server.admin import AdminService, add_admin_to_server
 from idgen_server.allocator import Allocator
 from idgen_server.auth import Authenticator
 from idgen_server.buffers import BufferPool
 from idgen_server.config import ServerConfig
 from idgen_server.defaults import DATA_DIR_ENV, DEFAULT_BIZ_TYPE, DEFAULT_STEP, EMBEDDED_FILE
 from idgen_server.gate import Gate
+from idgen_server.health_service import HealthService
 from idgen_server.metrics import MetricsEndpoint
 from idgen_server.quota import Quotas
 from idgen_server.service import IdGenService, add_to_server
+from idgen_server.stats import RpcStats
 from idgen_server.store import SegmentStore
 from idgen_server.tls import server_credentials
 from idgen_server.urls import sqlite_path
+from idgen_wire import idgen_pb2
 from idgen_wire.idgen_pb2_grpc import IdGeneratorServicer
 
 __all__ = ["IdGenServer", "ServicerFactory"]
@@ -76,7 +82,18 @@ class IdGenServer:
                                                 thread_name_prefix="idgen-rpc")
             self._grpc = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])
             gate = Gate(self.auth, Quotas(config.quota_calls, config.quota_ids))
-            add_to_server(self.service, self._grpc, gate)  # parses requests itself: bad bytes are INVALID_ARGUMENT
+            # Calls are counted for the metrics only when they are served: else nothing is recorded.
+            self.rpc_stats = RpcStats() if config.metrics_address is not None else None
+            # Both parse requests themselves: bad bytes are INVALID_ARGUMENT.
+            add_to_server(self.service, self._grpc, gate, self.rpc_stats)
+            admin = AdminService(self.buffers, self.allocator, lambda: self.serving)  # started now
+            add_admin_to_server(admin, self._grpc, gate, self.rpc_stats)  # the admin scope, once tokens exist
+            services = [s.full_name for s in idgen_pb2.DESCRIPTOR.services_by_name.values()]
+            self._health = HealthService(self._can_serve, services)
+            self._health.add_to_server(self._grpc)
+            if config.reflection:
+                reflection.enable_server_reflection(
+                    (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
         except BaseException:
             self.auth.close()
             self.buffers.close()
@@ -127,7 +144,8 @@ class IdGenServer:
             raise ConfigError(f"cannot create the directory of the embedded database {path}: "
                               f"{exc.strerror} (set {DATA_DIR_ENV} to another directory)") from None
         store.create_schema()
-        store.register(DEFAULT_BIZ_TYPE, step=DEFAULT_STEP)
+        existing = store.read(DEFAULT_BIZ_TYPE)  # its step may have changed since (idgen set-step)
+        store.register(DEFAULT_BIZ_TYPE, step=existing.step if existing is not None else DEFAULT_STEP)
 
     @property
     def address(self) -> str:
@@ -141,16 +159,25 @@ class IdGenServer:
         if address is not None:
             host, _, port = address.rpartition(":")
             try:
-                self._metrics = MetricsEndpoint(host.strip("[]"), int(port), self.allocator, self.buffers)
+                self._metrics = MetricsEndpoint(host.strip("[]"), int(port), self.allocator, self.buffers,
+                                                self.rpc_stats)
             except ConfigError:
                 self._release()
                 raise
         self.auth.start()
+        self.allocator.start()
+        self._health.start()
         self._grpc.start()
+        databases = dict(zip(self.allocator.labels, (s.name for s in self.allocator.stores), strict=True))
+        config = self.config
         log.info("idgen serving on %s (%s; %s) from %s", self.address, self.security,
                  "tokens required" if self.auth.required else "no token required",
-                 ", ".join(f"{label}={s.name}"
-                           for label, s in zip(self.allocator.labels, self.allocator.stores, strict=True)))
+                 ", ".join(f"{label}={name}" for label, name in databases.items()),
+                 extra={"listen": self.address, "security": self.security,  # names: no password
+                        "tokens_required": self.auth.required, "databases": databases,
+                        "workers": config.workers, "drain": config.drain,
+                        "quota_calls": config.quota_calls, "quota_ids": config.quota_ids,
+                        "metrics": self.metrics_address, "reflection": config.reflection})
         if self.config.insecure and not self.config.loopback:
             log.warning("serving on %s, beyond loopback, with --insecure: %s; %s", self.address,
                         "TLS on" if self.config.tls else "plaintext, readable by anyone on the network",
@@ -162,7 +189,15 @@ class IdGenServer:
     def serving(self) -> bool:
         """What the health service answers for the ID service: SERVING (True) while a
         database is reachable or the buffers hold IDs, until the server drains."""
-        return True
+        return self._health.serving
+
+    def _can_serve(self) -> bool:
+        return any(self.allocator.healthy()) or self.buffers.holding()
+
+    def drain(self) -> None:
+        """Answer health checks NOT_SERVING from now on, while still serving calls: what a
+        stopping server does first, so that load balancers move away before calls fail."""
+        self._health.drain()
 
     @property
     def metrics_address(self) -> str | None:
@@ -181,7 +216,9 @@ class IdGenServer:
         self._release(self.config.grace)
 
     def _release(self, grace: float = 0.0) -> None:
+        self._health.drain(announce=False)  # a Watch stream hears NOT_SERVING before the server goes
         self._grpc.stop(grace).wait()
+        self._health.close()
         self.auth.close()
         # Before the executor: a call still waiting on a buffer ends now, as UNAVAILABLE,
         # rather than up to the buffer's wait timeout after the grace period.

@@ -19,17 +19,19 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from idgen_core.errors import IdGenError, StorageUnavailable
 from idgen_core.segment import validate_biz_type, validate_count
 from idgen_server.allocator import Allocator
 from idgen_server.buffers import BufferPool
 from idgen_server.gate import Gate
+from idgen_server.stats import RpcStats
+from idgen_server.tokens import Grant
 from idgen_wire import idgen_pb2, idgen_pb2_grpc
 from idgen_wire.status import status_for
 
-__all__ = ["IdGenService", "abort", "add_to_server"]
+__all__ = ["Admit", "IdGenService", "Scope", "abort", "add_to_server", "register_service"]
 
 log = logging.getLogger(__name__)
 
@@ -101,37 +103,63 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
 
 
 def add_to_server(service: idgen_pb2_grpc.IdGeneratorServicer, server: grpc.Server,
-                  gate: Gate | None = None) -> None:
-    """Register ``service`` on ``server``, behind ``gate``, parsing each request here.
-
-    gRPC's own parsing answers a request that is not a valid message (a string
-    field holding invalid UTF-8, a truncated varint, plain garbage) with
-    INTERNAL "Exception deserializing request!" and logs a stack trace; bad
-    input deserves INVALID_ARGUMENT and a reason, like any other. Every RPC of
-    the service in the proto is registered this way.
-    """
+                  gate: Gate | None = None, stats: RpcStats | None = None) -> None:
+    """Register ``service`` on ``server`` as ``idgen.v1.IdGenerator`` (``register_service``):
+    each call's biz type is checked against the caller's grant and charged to its quota."""
     gate = gate or Gate()
-    descriptor = idgen_pb2.DESCRIPTOR.services_by_name["IdGenerator"]
+
+    def admit(grant: Grant | None, context: grpc.ServicerContext, request: Message) -> None:
+        gate.admit(grant, context.peer, getattr(request, "biz_type", ""), getattr(request, "count", 0))
+
+    register_service(server, "IdGenerator", service, gate, stats, admit=admit)
+
+
+Admit = Callable[[Grant | None, grpc.ServicerContext, Message], None]
+"""A check of a parsed request against the caller's grant (and its quota); raises ``IdGenError``."""
+Scope = Callable[[Grant | None, grpc.ServicerContext], None]
+"""A check of the caller's grant before its request is even parsed; raises ``IdGenError``."""
+
+
+def register_service(server: grpc.Server, name: str, servicer: object, gate: Gate,
+                     stats: RpcStats | None = None, *, scope: Scope | None = None,
+                     admit: Admit | None = None) -> None:
+    """Register every RPC of the proto's service ``name`` on ``server``, served by the
+    methods of ``servicer`` of the same names, each call passing ``gate`` first.
+
+    A call is identified from its metadata (``gate.identify``) and checked by ``scope``
+    before its request is parsed, so a caller without a valid token or scope learns
+    nothing; then parsed here, then checked by ``admit``. gRPC's own parsing answers a
+    request that is not a valid message (a string field holding invalid UTF-8, a
+    truncated varint, plain garbage) with INTERNAL "Exception deserializing request!"
+    and logs a stack trace; bad input deserves INVALID_ARGUMENT and a reason, like any
+    other. With ``stats`` (metrics on), each call's method, status code and seconds are
+    counted there; without, nothing is.
+    """
+    descriptor = idgen_pb2.DESCRIPTOR.services_by_name[name]
     handlers = {}
     for method in descriptor.methods:
         request_type = getattr(idgen_pb2, method.input_type.name)
         response_type = getattr(idgen_pb2, method.output_type.name)
+        call = _handler(getattr(servicer, method.name), request_type, gate, scope, admit)
+        if stats is not None:
+            call = stats.timed(call, stats.register(descriptor.full_name, method.name))
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _handler(getattr(service, method.name), request_type, gate),
-            response_serializer=response_type.SerializeToString,
-        )
+            call, response_serializer=response_type.SerializeToString)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
     server.add_registered_method_handlers(descriptor.full_name, handlers)
 
 
 def _handler(method: Callable[[_Req, grpc.ServicerContext], _Resp], request_type: type[_Req],
-             gate: Gate) -> Callable[[bytes, grpc.ServicerContext], _Resp]:
+             gate: Gate, scope: Scope | None, admit: Admit | None
+             ) -> Callable[[bytes, grpc.ServicerContext], _Resp]:
     name = request_type.DESCRIPTOR.full_name  # type: ignore[attr-defined]
 
     def handler(data: bytes, context: grpc.ServicerContext) -> _Resp:
         try:
-            grant = gate.identify(context.invocation_metadata())  # before parsing: see the module
+            grant = gate.identify(context.invocation_metadata(), context.peer)  # before parsing
+            if scope is not None:
+                scope(grant, context)
         except IdGenError as exc:
             abort(context, exc)
         try:
@@ -143,11 +171,11 @@ def _handler(method: Callable[[_Req, grpc.ServicerContext], _Resp], request_type
                 detail += " (string fields such as biz_type must be valid UTF-8)"
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, detail)
             raise AssertionError("unreachable")  # context.abort raises
-        try:
-            gate.admit(grant, context.peer, getattr(request, "biz_type", ""),
-                       getattr(request, "count", 0))
-        except IdGenError as exc:
-            abort(context, exc)
+        if admit is not None:
+            try:
+                admit(grant, context, request)  # type: ignore[arg-type]
+            except IdGenError as exc:
+                abort(context, exc)
         return method(request, context)
 
     return handler

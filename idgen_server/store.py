@@ -27,6 +27,7 @@ Connecting, the schema and what failures mean are ``idgen_server.database``'s.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -52,9 +53,17 @@ from idgen_server.defaults import DEFAULT_DB_TIMEOUT
 from idgen_server.highwater import HighWater
 from idgen_server.rows import MAX_ROW_STEP, BizRow, check_row, damaged_row, new_registration
 from idgen_server.schema import segment_table
+from idgen_server.stats import Timings
 from idgen_server.tokens import TokenTable
 
-__all__ = ["BizRow", "RowCheck", "SegmentStore"]
+__all__ = ["EXHAUSTION_WARNINGS", "BizRow", "RowCheck", "SegmentStore"]
+
+log = logging.getLogger(__name__)
+
+EXHAUSTION_WARNINGS = (0.5, 0.9, 0.99)
+"""Shares of the int64 range a biz type's ``max_id`` passes with a warning (once each per
+store object, so once per server process, not per allocation)."""
+_WARN_AT = tuple(int(INT64_MAX * share) for share in EXHAUSTION_WARNINGS)
 
 _CONFLICT_RETRY = Backoff(initial=0.001, maximum=0.05)
 """How long an allocator that lost the compare-and-set waits before it reads again."""
@@ -100,6 +109,8 @@ class SegmentStore:
         self.create_schema = self._db.create_schema
         self.check_ready = self._db.check_ready
         self.ping = self._db.ping
+        self.unavailable = self._db.unavailable
+        """``unavailable(exc)``: the ``StorageUnavailable`` for a driver failure, logged, no SQL."""
         self._max_attempts = max_attempts
         self._lock = threading.Lock()
         self._high_water = HighWater(self.name)
@@ -107,6 +118,9 @@ class SegmentStore:
         """Segments this store allocated."""
         self.conflicts = 0
         """Allocation attempts that lost the optimistic-lock race and retried."""
+        self.allocation_seconds = Timings()
+        """Seconds each segment took to allocate, retries after conflicts included (metrics)."""
+        self._warned: dict[str, int] = {}  # biz type -> exhaustion warnings passed (bounded by the table)
 
     def __repr__(self) -> str:
         return f"SegmentStore({self.name!r})"
@@ -219,6 +233,7 @@ class SegmentStore:
         high water and above what ``check`` returns. Nothing is claimed from a row that
         ``check_row`` or ``check`` refuses. Bounded retries on conflicts.
         """
+        started = time.perf_counter()
         for attempt in range(self._max_attempts):
             try:
                 conn = self.engine.connect()
@@ -241,6 +256,8 @@ class SegmentStore:
                 self._high_water.observe(replace(row, max_id=new_max, version=row.version + 1))
                 with self._lock:
                     self.allocations += 1
+                self.allocation_seconds.observe(time.perf_counter() - started)
+                self._warn_if_running_out(biz_type, new_max)
                 return segment
             with self._lock:
                 self.conflicts += 1
@@ -249,6 +266,22 @@ class SegmentStore:
             f"gave up allocating for {biz_type!r} in {self.name} after {self._max_attempts} "
             "conflicting attempts: too many allocators race on one row; raise its step"
         )
+
+    def _warn_if_running_out(self, biz_type: str, max_id: int) -> None:
+        """One WARNING when ``max_id`` passes a share of ``EXHAUSTION_WARNINGS`` (only the
+        highest passed, when several are passed at once)."""
+        passed = sum(max_id >= limit for limit in _WARN_AT)
+        if not passed:
+            return
+        with self._lock:
+            if passed <= self._warned.get(biz_type, 0):
+                return
+            self._warned[biz_type] = passed
+        share = EXHAUSTION_WARNINGS[passed - 1]
+        log.warning("biz type %r has used %.0f%% of the int64 range in %s (max_id %d): move it to a "
+                    "new biz type before it runs out", biz_type, share * 100, self.name, max_id,
+                    extra={"biz_type": biz_type, "db": self.name, "threshold": share,
+                           "max_id": max_id, "range_used": round(max_id / INT64_MAX, 6)})
 
     def _read_for_update(self, conn: Connection, biz_type: str) -> BizRow:
         """The row, read and committed (no lock is held), checked for damage."""
