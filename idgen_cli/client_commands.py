@@ -5,10 +5,15 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
+from idgen_cli.parser import one_line
 from idgen_core.errors import ConfigError
 
-__all__ = ["health", "next_ids", "proto", "read_token"]
+if TYPE_CHECKING:
+    from idgen_client.remote import RemoteClient
+
+__all__ = ["client_for", "health", "next_ids", "proto", "read_token"]
 
 
 def _quiet_grpc() -> None:
@@ -17,14 +22,19 @@ def _quiet_grpc() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
-def next_ids(args: argparse.Namespace) -> int:
+def client_for(args: argparse.Namespace, *, retries: int = 4) -> RemoteClient:
+    """A ``RemoteClient`` as the client options (``parser.client_options``) ask."""
     _quiet_grpc()
     from idgen_client.remote import RemoteClient
 
     token = read_token(args.token_file) if args.token_file else None
-    with RemoteClient(args.target, token=token, timeout=args.timeout, ca_file=args.ca_file,
-                      cert_file=args.cert_file, key_file=args.key_file,
-                      tls_server_name=args.tls_server_name) as client:
+    return RemoteClient(args.target, token=token, timeout=args.timeout, ca_file=args.ca_file,
+                        cert_file=args.cert_file, key_file=args.key_file,
+                        tls_server_name=args.tls_server_name, retries=retries)
+
+
+def next_ids(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
         ids = client.next_ids(args.name, args.count)
     if args.json:
         # Strings: JavaScript's numbers lose precision above 2**53, and IDs go up to 2**63-1.
@@ -35,7 +45,21 @@ def next_ids(args: argparse.Namespace) -> int:
 
 
 def health(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    """Exit 0 if the server reports SERVING, 1 otherwise (NOT_SERVING, draining, an unknown
+    service, unreachable): one attempt, no retries, as a probe wants."""
+    from idgen_core.errors import IdGenError
+
+    try:
+        with client_for(args, retries=0) as client:
+            answer = client.health(args.service)
+    except ConfigError:
+        raise
+    except IdGenError as exc:
+        print(f"{args.target}: not serving: {one_line(str(exc))}")
+        return 1
+    what = f"{args.service!r} on {args.target}" if args.service else args.target
+    print(f"{what}: {answer}")
+    return 0 if answer == "SERVING" else 1
 
 
 def proto(args: argparse.Namespace) -> int:

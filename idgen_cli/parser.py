@@ -15,6 +15,7 @@ from typing import NoReturn
 from idgen_core.buffer import DEFAULT_PRELOAD_AT
 from idgen_core.errors import InvalidRequest, safe_repr
 from idgen_core.segment import MAX_COUNT, validate_biz_type
+from idgen_core.version import installed_version
 from idgen_server.defaults import (
     CONFIG_ENV,
     CONFIG_KEYS,
@@ -39,12 +40,17 @@ from idgen_server.defaults import (
 from idgen_server.rows import MAX_ROW_STEP
 from idgen_wire.auth import TOKEN_ENV
 
-__all__ = ["LOG_FORMATS", "LOG_LEVELS", "TARGET_ENV", "build_parser", "one_line"]
+__all__ = ["LOG_FORMATS", "LOG_FORMAT_ENV", "LOG_LEVELS", "LOG_LEVEL_ENV", "TARGET_ENV", "build_parser",
+           "one_line"]
 
 TARGET_ENV = "IDGEN_TARGET"
 """The server(s) the client commands ask, when no --target is given."""
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMAT_ENV = "IDGEN_LOG_FORMAT"
+"""The log format when no --log-format is given."""
+LOG_LEVEL_ENV = "IDGEN_LOG_LEVEL"
+"""The log level when neither --log-level nor -v is given."""
 
 _SERVER = "idgen_cli.server_commands"
 _CLIENT = "idgen_cli.client_commands"
@@ -108,13 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = _Parser(prog="idgen", parents=[common],
                      description="Distributed ID generator: segments from SQL, served over gRPC.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
 
-    def command(name: str, run: str, **kwargs: str) -> argparse.ArgumentParser:
-        made = sub.add_parser(name, parents=[common], **kwargs)
+    def command(name: str, run: str, *, help: str, description: str | None = None
+                ) -> argparse.ArgumentParser:
+        made = sub.add_parser(name, parents=[common], help=help, description=description)
         made.set_defaults(run=run)
         return made
 
@@ -152,21 +159,26 @@ def build_parser() -> argparse.ArgumentParser:
     set_step = command("set-step", f"{_CATALOG}:set_step",
                        help="change a biz type's step in every database",
                        description="Change the numbers claimed per allocation, in every database "
-                       "at once; running servers use it from their next allocation. The IDs "
-                       "handed out so far are untouched.")
+                       "that holds the biz type; each must answer before any is changed. Running "
+                       "servers use it from their next allocation, without a restart; the "
+                       "segments already allocated, and the IDs handed out, are untouched.")
     set_step.add_argument("name", type=_biz_type, help="the biz type")
     set_step.add_argument("step", type=_bounded_int(1, MAX_ROW_STEP),
                           help=f"the new step, 1 to {MAX_ROW_STEP}")
     _database_options(set_step, "Default: the embedded database")
 
     skip = command("skip-to", f"{_CATALOG}:skip_to",
-                   help="make every later ID of a biz type greater than a given ID",
-                   description="Move the biz type's max_id up to ID in every database, for "
-                   "example to start above the IDs of the system idgen replaces. It never moves "
-                   "a max_id down: that would hand out IDs a second time.")
+                   help="make every segment of a biz type allocated from now on lie above an ID",
+                   description="Move the biz type's max_id up to ID in every database where it "
+                   "is below (each must answer before any is changed), for example to start "
+                   "above the IDs of the system idgen replaces. Segments allocated afterwards "
+                   "lie above ID; the IDs running servers and clients have buffered already (up "
+                   "to two segments each) lie below it and are still handed out: restart them "
+                   "for every ID to be above. It never moves a max_id down: that would hand out "
+                   "IDs a second time.")
     skip.add_argument("name", type=_biz_type, help="the biz type")
     skip.add_argument("id", type=_bounded_int(1, 2**63 - 2), metavar="ID",
-                      help="every ID handed out afterwards is greater than this")
+                      help="every segment allocated afterwards lies above this ID")
     _database_options(skip, "Default: the embedded database")
 
     _tokens(command("token", "", help="create, list or revoke the tokens callers need",
@@ -202,26 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _common_options() -> argparse.ArgumentParser:
+def _common_options() -> _Parser:
     """-v, --log-format and --log-level, for the top level and every command. SUPPRESS:
     a command's own default must not overwrite what was given before the command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log debug messages (same as --log-level debug)")
     common.add_argument("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS,
-                        help="text (default) or json: one JSON object per line")
+                        help="text (default) or json: one JSON object per line "
+                        f"(env {LOG_FORMAT_ENV})")
     common.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
-                        help="the least severe messages logged (default info)")
+                        help=f"the least severe messages logged (env {LOG_LEVEL_ENV}; default info)")
     return common
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("idgen")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
 
 
 def _serve(serve: argparse.ArgumentParser) -> None:
@@ -262,7 +266,7 @@ def _serve(serve: argparse.ArgumentParser) -> None:
                        help="do not serve gRPC server reflection (on by default)")
 
 
-def _tokens(token: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+def _tokens(token: argparse.ArgumentParser, common: _Parser) -> None:
     tokens = token.add_subparsers(dest="token_command", required=True, metavar="ACTION",
                                   parser_class=_Parser)
     create = tokens.add_parser("create", parents=[common], help="make a token and print it (once)")

@@ -32,8 +32,14 @@ def serve(args: argparse.Namespace) -> int:
         insecure=args.insecure, quota_calls=args.quota_calls, quota_ids=args.quota_ids,
         drain=args.drain, reflection=args.reflection)
     stop = threading.Event()
+    signals: list[int] = []
+
+    def on_signal(number: int, _frame: object) -> None:
+        signals.append(number)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     with IdGenServer(config) as server:
         for k, store in enumerate(server.allocator.stores):
             note = " (unreachable for now: serving from the others)" \
@@ -47,6 +53,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"idgen: serving on {server.address} ({server.security}, {tokens}; "
               f"{len(config.db_urls)} database(s)); Ctrl-C to stop", flush=True)
         _wait(stop)
+        if signals[:1] == [signal.SIGTERM] and config.drain > 0:
+            # What an orchestrator sends: health checks say NOT_SERVING at once, calls are
+            # still answered until load balancers and probes have moved away. A second
+            # signal ends the wait.
+            server.drain()
+            print(f"idgen: draining for {config.drain:g}s (health: NOT_SERVING; "
+                  "calls still served)", flush=True)
+            stop.clear()
+            stop.wait(config.drain)
         print("idgen: stopping", flush=True)
     return 0
 
