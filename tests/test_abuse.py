@@ -548,6 +548,6 @@ def test_metrics_listen_on_loopback_only_and_name_databases_by_label(
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     for label in labels:
-        assert f'idgen_db_healthy{{db="{label}"}} 1.0' in text
+        assert f'idgen_database_up{{db="{label}"}} 1.0' in text
     forbidden = deployment_details(proxied_dbs)
     assert [w for w in forbidden if w.lower() in text.lower()] == []

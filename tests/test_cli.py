@@ -54,7 +54,7 @@ def test_add_biz_with_conflicting_arguments_says_what_conflicts(sqlite_url):
     add_biz("order", sqlite_url, step=100)
     result = idgen("add-biz", "order", "--step", "500", "--db", sqlite_url)
     assert result.returncode == 1
-    assert "step is 100, not 500" in result.stderr
+    assert "with step 100, not 500" in result.stderr and "idgen set-step order 500" in result.stderr
 
 
 def test_a_biz_type_added_while_the_server_runs_is_served_without_restart(sqlite_url,

@@ -71,5 +71,5 @@ def test_metrics_endpoint_reports_allocation(order_db, start_server):
     with RemoteClient(server.address) as client:
         client.next_ids("order", 10)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert "idgen_segments_allocated_total" in text and "idgen_db_healthy" in text
+    assert "idgen_segments_allocated_total" in text and "idgen_database_up" in text
     assert 'idgen_buffer_waits_total{biz_type="order"}' in text

@@ -20,10 +20,12 @@ PACKAGES = ("idgen_core", "idgen_wire", "idgen_client", "idgen_server", "idgen_c
 ALLOWED = {
     "idgen_core": set(),
     "idgen_wire": {"idgen_core", "grpc", "grpc_status", "google"},
-    "idgen_client": {"idgen_core", "idgen_wire", "grpc", "google"},
-    "idgen_server": {"idgen_core", "idgen_wire", "grpc", "grpc_status", "google", "sqlalchemy",
-                     "prometheus_client", "platformdirs", "cryptography"},
-    "idgen_cli": {"idgen_core", "idgen_wire", "idgen_client", "idgen_server"},
+    "idgen_client": {"idgen_core", "idgen_wire", "grpc", "grpc_health", "google"},
+    "idgen_server": {"idgen_core", "idgen_wire", "grpc", "grpc_status", "grpc_health",
+                     "grpc_reflection", "google", "sqlalchemy", "prometheus_client", "platformdirs",
+                     "cryptography"},
+    "idgen_cli": {"idgen_core", "idgen_wire", "idgen_client", "idgen_server", "google",
+                  "pythonjsonlogger"},
 }
 """What each package may import besides itself and the standard library."""
 
