@@ -28,6 +28,20 @@ from benchmarks.processes import ServerProcess, WorkerPool, benchmark_server
 _T0 = time.monotonic()
 
 
+def register_bench(url: str, *more: tuple[str, int]) -> None:
+    """The schema and the bench's biz type (and ``more`` as ``(name, step)``) in ``url``."""
+    from idgen_server.store import SegmentStore
+
+    store = SegmentStore(url)
+    try:
+        store.create_schema()
+        store.register(BIZ_BENCH, step=BENCH_STEP)
+        for name, step in more:
+            store.register(name, step=step)
+    finally:
+        store.close()
+
+
 def progress(message: str) -> None:
     """One line of progress on stderr, with the time since the run started."""
     print(f"[{time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)

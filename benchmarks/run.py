@@ -24,19 +24,19 @@ from benchmarks import (
     allocation,
     grpc_bench,
     inprocess,
+    metrics_bench,
     naive,
     report,
     secure_bench,
     sequencer_figures,
 )
 from benchmarks.harness import (
-    BENCH_STEP,
-    BIZ_BENCH,
     BIZ_SWITCH,
     SWITCH_STEP,
     Context,
     Run,
     progress,
+    register_bench,
 )
 from benchmarks.processes import WorkerPool
 
@@ -51,21 +51,13 @@ SCENARIOS: dict[int, Callable[[Context], None]] = {
     3: allocation.run,
     5: sequencer_figures.run,
     6: secure_bench.run,
+    7: metrics_bench.run,
 }
 
 
 def _prepare(url: str) -> None:
-    from idgen_server.store import SegmentStore
-
-    store = SegmentStore(url)
-    try:
-        store.create_schema()
-        store.register(BIZ_BENCH, step=BENCH_STEP)
-        store.register(BIZ_SWITCH, step=SWITCH_STEP)
-        for n in allocation.ALLOCATORS:
-            store.register(allocation.biz_for(n), step=_ALLOC_STEP)
-    finally:
-        store.close()
+    register_bench(url, (BIZ_SWITCH, SWITCH_STEP),
+                   *((allocation.biz_for(n), _ALLOC_STEP) for n in allocation.ALLOCATORS))
 
 
 class _MariaDB:

@@ -22,7 +22,7 @@ import statistics
 import tempfile
 
 from benchmarks.grpc_bench import measure_rounds
-from benchmarks.harness import BENCH_STEP, BIZ_BENCH, Context, Row, progress
+from benchmarks.harness import BIZ_BENCH, Context, Row, progress, register_bench
 from benchmarks.processes import benchmark_server
 
 COUNTS = (1, 1000)
@@ -43,17 +43,6 @@ def _certificates(directory: str) -> tuple[str, str, str]:
     leaf.cert_chain_pems[0].write_to_path(paths[1])
     leaf.private_key_pem.write_to_path(paths[2])
     return paths  # type: ignore[return-value]
-
-
-def _database(url: str) -> None:
-    from idgen_server.store import SegmentStore
-
-    store = SegmentStore(url)
-    try:
-        store.create_schema()
-        store.register(BIZ_BENCH, step=BENCH_STEP)
-    finally:
-        store.close()
 
 
 def _check(plain: str, secure: str, ca_file: str, token: str) -> None:
@@ -104,7 +93,7 @@ def run(ctx: Context) -> None:
         ca_file, cert, key = _certificates(directory)
         urls = {side: f"sqlite:///{directory}/{side}.db" for side in ("plain", "secure")}
         for url in urls.values():
-            _database(url)
+            register_bench(url)
         servers = {
             "plain": ctx.add_server("secure:plain", benchmark_server("idgen", urls["plain"])),
             "secure": ctx.add_server("secure:tls", benchmark_server(
