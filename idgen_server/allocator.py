@@ -44,6 +44,7 @@ from idgen_server.defaults import DEFAULT_ABOVE_ALL_LIMIT
 from idgen_server.health import DatabaseHealth, Health
 from idgen_server.rows import BizRow, check_residue_set
 from idgen_server.rowset import RowSet
+from idgen_server.stats import Tally
 from idgen_server.store import SegmentStore
 from idgen_server.urls import check_distinct
 
@@ -88,10 +89,19 @@ class Allocator:
         self._watch: threading.Thread | None = None
         self._closed = threading.Event()
         self._high: dict[str, int] = {}  # per registered biz type: highest max_id seen
+        self.served = Tally()
+        """IDs handed out in whole segments (``NextSegment``, to clients that generate IDs
+        themselves), by biz type: counted by the servicer, read by the metrics."""
         # Reading every database is the one costly request a caller can make at will: at most
         # this many at once, so that a flood of them cannot hold every RPC thread.
         self._above_all = threading.BoundedSemaphore(above_all_limit)
         self._above_all_limit = above_all_limit
+
+    def bench(self, index: int, error: StorageUnavailable) -> None:
+        """Take database ``index`` out of turn as if a call to it had just failed with
+        ``error`` (what a server does with one that did not answer at start-up, which it has
+        logged already); the watch thread puts it back once it answers."""
+        self._health.record(index, ok=False, error=error, announce=False)
 
     def healthy(self) -> list[bool]:
         """Per database, whether it is currently in turn (not benched)."""

@@ -55,9 +55,11 @@ class Health:
                              key=self._failures.__getitem__)
         return healthy + benched
 
-    def record(self, index: int, ok: bool, error: BaseException | str | None = None) -> None:
+    def record(self, index: int, ok: bool, error: BaseException | str | None = None, *,
+               announce: bool = True) -> None:
         """Database ``index`` answered (``ok``) or failed (it is benched), with ``error``
-        (an ``IdGenError`` or its text: never a driver's exception, which may hold SQL)."""
+        (an ``IdGenError`` or its text: never a driver's exception, which may hold SQL).
+        A database lost or back is logged, unless ``announce`` is false."""
         with self._lock:
             if not ok:
                 self._failures[index] += 1
@@ -74,6 +76,8 @@ class Health:
                 self._benched[index] = False
                 if back:
                     self._since[index] = time.time()
+        if not announce:
+            return
         if lost:
             log.warning("database %s is lost: serving from the others until it answers again%s",
                         self._names[index], f" ({error})" if error else "",

@@ -11,6 +11,11 @@ What it answers, for ``""`` (the server as a whole) and for each of idgen's serv
 - ``NOT_SERVING`` for good once the server drains (``drain``): a load balancer or
   a Kubernetes probe takes the server out while it still answers calls.
 
+And for ``liveness`` (``LIVENESS``), a name for liveness probes: ``SERVING`` whenever
+the process answers at all, until it drains. A liveness probe on ``""`` would restart
+a server whose databases are down, which brings no database back and empties the
+buffers that were still serving.
+
 The state is recomputed every ``interval`` seconds in a thread (``idgen-health``)
 rather than on each ``Check``: a probe costs a dictionary lookup, and ``Watch``
 streams (grpcio-health-checking's servicer; they hold no RPC thread) hear of a
@@ -25,12 +30,15 @@ from collections.abc import Callable, Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-__all__ = ["DEFAULT_INTERVAL", "HealthService"]
+__all__ = ["DEFAULT_INTERVAL", "LIVENESS", "HealthService"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 0.5
 """Seconds between two computations of the state."""
+
+LIVENESS = "liveness"
+"""The service name a liveness probe asks: SERVING while the process answers."""
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -52,6 +60,7 @@ class HealthService:
         self._draining = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._servicer.set(LIVENESS, _SERVING)
         self._update()
 
     def add_to_server(self, server: grpc.Server) -> None:

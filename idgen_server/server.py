@@ -66,9 +66,14 @@ class IdGenServer:
         try:
             for url, label in zip(config.db_urls, config.db_labels, strict=True):
                 stores.append(SegmentStore(url, timeout=config.db_timeout, label=label))
-            self.unreachable = self._prepare(stores)
+            failures = self._prepare(stores)
+            self.unreachable = [stores[index].name for index in failures]
             """Names of the databases that did not answer at start-up."""
             self.allocator = Allocator(stores, above_all_limit=config.above_all_limit)
+            for index, error in failures.items():
+                # Benched from the start: with every database down, health answers NOT_SERVING
+                # (and metrics say down) before the watch thread's first ping has timed out.
+                self.allocator.bench(index, error)
         except BaseException:
             for store in stores:
                 store.close()
@@ -114,18 +119,19 @@ class IdGenServer:
             self._release()
             raise ConfigError(f"cannot listen on {config.listen}: address in use or not local")
 
-    def _prepare(self, stores: list[SegmentStore]) -> list[str]:
+    def _prepare(self, stores: list[SegmentStore]) -> dict[int, StorageUnavailable]:
+        """Check every database; those that do not answer, by index, with their failure."""
         if self.config.embedded:
             self._prepare_embedded(stores[0])
-            return []
-        unreachable = []
-        for store in stores:
+            return {}
+        unreachable = {}
+        for index, store in enumerate(stores):
             try:
                 store.check_ready()
             except StorageUnavailable as exc:
                 # It may come back: serve from the others meanwhile.
                 log.warning("starting without %s for now: %s", store.name, exc)
-                unreachable.append(store.name)
+                unreachable[index] = exc
         return unreachable
 
     def _prepare_embedded(self, store: SegmentStore) -> None:

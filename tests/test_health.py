@@ -122,6 +122,27 @@ def test_every_database_down_with_nothing_buffered_is_not_serving_until_one_retu
 
 
 @pytest.mark.mariadb
+def test_a_server_started_with_every_database_down_is_not_serving_from_its_first_answer(
+        make_mariadb):
+    url = make_mariadb()
+    init_db(url)
+    proxy, via_proxy = behind_proxy(url)
+    try:
+        proxy.refuse()
+        # db_timeout 3 s: a server that found out only from its watch thread's first ping
+        # would answer SERVING for its first seconds.
+        with serving(via_proxy, db_timeout=3.0) as server:
+            assert server.unreachable == [server.allocator.stores[0].name]
+            assert _check(server.address) == NOT_SERVING
+            assert _check(server.address, "idgen.v1.IdGenerator") == NOT_SERVING
+            assert _check(server.address, "liveness") == SERVING  # alive: not to be restarted
+            proxy.restore()
+            wait_until(lambda: _check(server.address) == SERVING, 20, "SERVING once it answers")
+    finally:
+        proxy.close()
+
+
+@pytest.mark.mariadb
 def test_ids_still_buffered_keep_the_server_serving_while_its_databases_are_down(make_mariadb):
     url = make_mariadb()
     init_db(url)
