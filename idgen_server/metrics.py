@@ -140,12 +140,18 @@ class _Collector(Collector):
         fetches = CounterMetricFamily(
             "idgen_segment_fetches", "Segments the buffer fetched from the databases",
             labels=["biz_type"])
+        in_segments = CounterMetricFamily(
+            "idgen_segment_ids_served",
+            "IDs handed out in whole segments by NextSegment, to clients that generate IDs "
+            "in-process", labels=["biz_type"])
         for biz_type, state, _ in self._buffers.states():
             issued.add_metric([biz_type], state.issued)
             buffered.add_metric([biz_type], state.buffered)
             waits.add_metric([biz_type], state.waits)
             fetches.add_metric([biz_type], state.fetches)
-        return issued, buffered, waits, fetches
+        for biz_type, ids in sorted(self._allocator.served.snapshot().items()):
+            in_segments.add_metric([biz_type], ids)
+        return issued, buffered, waits, fetches, in_segments
 
 
 def make_registry(allocator: Allocator, buffers: BufferPool, rpcs: RpcStats | None = None

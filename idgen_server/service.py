@@ -84,6 +84,7 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
         biz_type = validate_biz_type(request.biz_type)
         segment = self.allocator.allocate(biz_type, request.floor, request.steps or 1,
                                           above_all=request.above_all)
+        self.allocator.served.add(biz_type, len(segment))  # after the allocation: the name exists
         return idgen_pb2.NextSegmentResponse(
             biz_type=biz_type, start=segment.start, end=segment.end,
             delta=segment.delta, remainder=segment.remainder,

@@ -23,7 +23,8 @@ its value just before or just after, never a value that goes back. A histogram's
 is the sum of its buckets, so the two always agree.
 
 ``Timings`` is a latency histogram for cold paths (a segment allocation: milliseconds,
-a few times a second at most), with a lock of its own.
+a few times a second at most), with a lock of its own; ``Tally`` a count per name for
+the same paths.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from typing import TypeVar
 import grpc
 
 __all__ = ["ALLOCATION_BUCKETS", "CODES", "RPC_BUCKETS", "HistogramSnapshot", "MethodStats",
-           "RpcStats", "Timings"]
+           "RpcStats", "Tally", "Timings"]
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -102,6 +103,23 @@ class Timings:
     def snapshot(self) -> HistogramSnapshot:
         with self._lock:
             return HistogramSnapshot(self._bounds, tuple(self._counts), self._total)
+
+
+class Tally:
+    """A count per name, thread-safe (a lock per ``add``: for cold paths only). Give it only
+    names from a bounded set (biz types that exist), never ones a caller merely asked for."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int) -> None:
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
 
 
 @dataclass(frozen=True)

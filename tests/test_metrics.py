@@ -234,6 +234,19 @@ def test_ids_issued_is_every_id_handed_out_and_buffered_what_is_left(order):
     assert value(families, "idgen_ids_buffered", biz_type="order") == 1000 * fetches - issued > 0
 
 
+def test_ids_handed_out_in_whole_segments_are_counted_apart_from_next_id(order):
+    with serving(order) as server, stub_to(server.address) as stub:
+        replies = [stub.NextSegment(idgen_pb2.NextSegmentRequest(biz_type="order", steps=steps),
+                                    timeout=10) for steps in (1, 3)]
+        with pytest.raises(grpc.RpcError):  # an unknown name is counted nowhere
+            stub.NextSegment(idgen_pb2.NextSegmentRequest(biz_type="nosuch"), timeout=10)
+        families = scrape(server)
+    in_segments = sum(len(range(r.start, r.end + 1, r.delta)) for r in replies)
+    assert value(families, "idgen_segment_ids_served_total", biz_type="order") == in_segments
+    assert in_segments == 1000 * 4  # the order biz type's step is 1000
+    assert not [s for f in families.values() for s in f.samples if s.labels.get("biz_type") == "nosuch"]
+
+
 def test_allocations_are_counted_and_timed_per_database(tmp_path):
     urls = [f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"]
     prepare(urls, "order", step=10)
