@@ -48,7 +48,10 @@ class HighWater:
         that is higher. When the row went back although its version moved on since the
         mark was seen (a hand edit, which leaves the version alone), the allocations not
         seen moved ``max_id`` on by at most ``step * MAX_STEP_MULTIPLIER`` each: the
-        result is that much higher, wasting IDs, never reissuing any."""
+        result is that much higher, wasting IDs, never reissuing any. That bound takes the
+        unseen versions for allocations at the row's current step: a ``set-step`` that
+        lowered the step, or a ``skip-to``, among them (each also moves the version on) can
+        exceed it, so a hand edit that lowers ``max_id`` after one of those is beyond it."""
         with self._lock:
             seen, version = self._seen.get(row.biz_type, (0, 0))
         if row.max_id >= seen:
