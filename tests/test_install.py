@@ -6,6 +6,7 @@ wheel installed without any dependency still gives ``Receiver``.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import pathlib
 import subprocess
 import sys
@@ -66,6 +67,15 @@ def test_a_client_only_install_serves_ids_from_a_running_server(wheel, tmp_path,
     assert len(nxt.stdout.split()) == 2
     serve = _run(idgen, "serve", timeout=60)
     assert serve.returncode == 2 and "pip install 'idgen[server]'" in serve.stderr, serve.stderr
+    # The client commands an operator uses, from the wheel alone: the contract it ships, the
+    # health check, the version.
+    proto = _run(idgen, "proto", timeout=60)
+    assert proto.returncode == 0, proto.stderr
+    assert (ROOT / "idgen_wire" / "idgen.proto").read_text() == proto.stdout
+    health = _run(idgen, "health", "--target", server.address, timeout=60)
+    assert (health.returncode, health.stdout) == (0, f"{server.address}: SERVING\n"), health.stderr
+    version = _run(idgen, "--version", timeout=60)
+    assert version.stdout.strip() == f"idgen {importlib.metadata.version('idgen')}", version.stderr
 
 
 def test_the_receiver_needs_no_dependency_at_all(wheel, tmp_path):

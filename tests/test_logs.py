@@ -119,24 +119,29 @@ def test_a_step_changed_in_the_database_is_logged_once(start_server, sqlite_url)
     assert len([r for r in records(server) if "the step of" in str(r["event"])]) == 1
 
 
-def test_passing_90_and_99_percent_of_the_range_warns_once_each(start_server, sqlite_url):
+def test_passing_50_90_and_99_percent_of_the_range_warns_once_each(start_server, sqlite_url):
     init_db(sqlite_url)
     add_biz("order", sqlite_url, step=1000)
-    edit_row(sqlite_url, "order", f"max_id = {int(INT64_MAX * 0.95)}")  # past 50% and 90%
+    edit_row(sqlite_url, "order", f"max_id = {int(INT64_MAX * 0.6)}")  # past 50%
     server = start_server([sqlite_url], global_args=JSON, extra_args=NO_DRAIN)
     with stub_to(server.address) as stub:
         def allocate() -> None:
             stub.NextSegment(idgen_pb2.NextSegmentRequest(biz_type="order"))
 
+        for share in (0.95, 0.995):  # past 90% (and 50% again), then past 99%
+            for _ in range(5):
+                allocate()
+            edit_row(sqlite_url, "order", f"max_id = {int(INT64_MAX * share)}")
         for _ in range(5):
             allocate()
-        edit_row(sqlite_url, "order", f"max_id = {int(INT64_MAX * 0.995)}")
-        for _ in range(5):
-            allocate()
-    warnings = wait_for(server, "of the int64 range", 2)
+        # Every allocation has been answered, so its warning, if any, has been written; the
+        # server is stopped before its lines are counted, so a late one would be counted too.
+    server.stop()
+    warnings = [r for r in records(server) if "of the int64 range" in str(r["event"])]
     assert [(w["level"], w["threshold"], w["biz_type"], w["db"]) for w in warnings] == [
-        ("WARNING", 0.9, "order", sqlite_url), ("WARNING", 0.99, "order", sqlite_url)]
-    assert int(str(warnings[1]["max_id"])) > INT64_MAX * 0.99
+        ("WARNING", 0.5, "order", sqlite_url), ("WARNING", 0.9, "order", sqlite_url),
+        ("WARNING", 0.99, "order", sqlite_url)]
+    assert int(str(warnings[2]["max_id"])) > INT64_MAX * 0.99
 
 
 def test_refused_calls_are_logged_without_the_token_and_not_once_per_call(start_server, sqlite_url):
@@ -218,6 +223,16 @@ def test_the_log_format_and_level_come_from_the_environment_when_no_flag_says(tm
         assert any(" INFO idgen_server.server: idgen serving on" in line for line in flagged.output)
     finally:
         flagged.stop()
+    # The level alone from the environment: at warning, the start line (INFO, logged before
+    # the server reports ready) is left out.
+    quiet = ServerProcess([], cwd=str(tmp_path), env={"IDGEN_LOG_FORMAT": "json",
+                                                      "IDGEN_LOG_LEVEL": "warning"},
+                          extra_args=NO_DRAIN)
+    try:
+        quiet.start()
+    finally:
+        quiet.stop()
+    assert [r for r in records(quiet) if r["level"] in ("INFO", "DEBUG")] == []
 
 
 def test_a_bad_log_setting_in_the_environment_is_one_line_naming_it():

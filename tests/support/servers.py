@@ -35,6 +35,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.output: list[str] = []
+        self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         args = [sys.executable, "-m", "idgen_cli", *self.global_args, "serve", "--listen", self.listen,
@@ -55,7 +56,8 @@ class ServerProcess:
             if match:
                 self.address = match.group(1)
                 # Keep reading the output so the pipe never fills up.
-                threading.Thread(target=self._drain, name="server-output", daemon=True).start()
+                self._reader = threading.Thread(target=self._drain, name="server-output", daemon=True)
+                self._reader.start()
                 if self.listen.endswith(":0"):
                     self.listen = self.address  # a restart reuses the port clients know
                 return self
@@ -72,13 +74,21 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+            self._read_to_the_end()
 
     def terminate(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait; returns the exit status."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        status = self.proc.wait(timeout)
+        self._read_to_the_end()
+        return status
+
+    def _read_to_the_end(self) -> None:
+        """Once the process has ended: wait until ``output`` holds its last line."""
+        if self._reader is not None:
+            self._reader.join(10)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
