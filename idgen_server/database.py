@@ -7,6 +7,10 @@
   password, a database that does not exist, an option the driver rejects) from
   one that may pass (refused, timed out): the first stops ``idgen serve`` at
   start-up, the second only benches the database until it answers.
+- ``lost_race`` tells the errors that mean "another writer won" (a deadlock, a
+  lock wait that timed out, a Galera certification failure, a serialization
+  failure) from failures: the store retries them as optimistic-lock conflicts,
+  and a healthy database is never benched for them.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from idgen_core.errors import ConfigError, StorageUnavailable
 from idgen_server.schema import metadata, segment_table
 from idgen_server.urls import is_secret_key, normalize_url, redact_url, sqlite_path
 
-__all__ = ["DB_ERRORS", "Database", "failure_text", "make_engine", "permanent_failure"]
+__all__ = ["DB_ERRORS", "Database", "failure_text", "lost_race", "make_engine", "permanent_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,14 @@ DB_ERRORS = (Exception,)
 # access denied (1044, 1045, 1698), unknown database (1049), authentication
 # plugin or protocol unsupported (1251, 2059).
 _MYSQL_PERMANENT = {1044, 1045, 1049, 1251, 1698, 2059}
+# MySQL/MariaDB error codes that mean another transaction won: deadlock (1213, which
+# is also how Galera reports a transaction that lost certification to a write on
+# another node, at COMMIT) and lock wait timeout (1205). The transaction was rolled
+# back: nothing of it committed.
+_MYSQL_LOST_RACE = {1205, 1213}
+# PostgreSQL's SQLSTATEs for the same: serialization failure (40001, e.g. a concurrent
+# update under REPEATABLE READ or SERIALIZABLE) and deadlock detected (40P01).
+_POSTGRES_LOST_RACE = {"40001", "40P01"}
 # libpq reports connection failures as text without an SQLSTATE.
 _POSTGRES_PERMANENT = ("does not exist", "authentication failed", "pg_hba.conf",
                        "permission denied", "invalid connection option", "invalid sslmode",
@@ -82,6 +94,18 @@ def permanent_failure(exc: BaseException, url: str) -> str | None:
     if backend == "sqlite" and "file is not a database" in _reason(exc):
         return "the file is not a SQLite database"
     return None
+
+
+def lost_race(exc: BaseException) -> bool:
+    """Whether ``exc`` means the statement lost to another writer and was rolled back
+    (retry it), rather than that the database failed."""
+    orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else None
+    if orig is None:
+        return False
+    if orig.args and isinstance(orig.args[0], int):  # PyMySQL: (code, message)
+        return orig.args[0] in _MYSQL_LOST_RACE
+    # psycopg (PyMySQL has a sqlstate too, but 1205's is the generic HY000)
+    return getattr(orig, "sqlstate", None) in _POSTGRES_LOST_RACE
 
 
 def _scrub(text: str, url: str) -> str:

@@ -8,7 +8,11 @@ one table without holding a lock between statements:
            WHERE biz_type = :b AND version = :v
 
 One row updated means the range ``(max_id, new]`` is ours; zero means another
-allocator won, so read again and retry (bounded, with jittered backoff). The new
+allocator won, so read again and retry (bounded, with jittered backoff). A
+statement the database rolled back because another writer won (a deadlock, a
+lock wait timeout, a Galera certification failure at COMMIT, a serialization
+failure: ``database.lost_race``) is the same lost race, retried the same way;
+taking it for an outage would bench a healthy database. The new
 ``max_id`` is computed here, not in SQL, so that it can be clamped to 2^63-1
 and exhaustion reported before any database arithmetic could overflow.
 A segment is only handed out once its UPDATE has committed: a commit whose
@@ -48,7 +52,7 @@ from idgen_core.errors import (
 )
 from idgen_core.retry import Backoff
 from idgen_core.segment import INT64_MAX, Segment, validate_biz_type
-from idgen_server.database import DB_ERRORS, Database
+from idgen_server.database import DB_ERRORS, Database, lost_race
 from idgen_server.defaults import DEFAULT_DB_TIMEOUT
 from idgen_server.highwater import HighWater
 from idgen_server.rows import MAX_ROW_STEP, BizRow, check_row, damaged_row, new_registration
@@ -73,6 +77,18 @@ _COLUMNS = (_T.biz_type, _T.max_id, _T.step, _T.delta, _T.remainder, _T.version,
 RowCheck = Callable[[BizRow], int]
 """Run on a freshly read row before a segment is cut from it: raises
 ``BizTypeMisconfigured`` if none may be, else returns a floor the segment must lie above."""
+
+
+class _LostRace(Exception):
+    """The database rolled a statement back because another writer won: retry."""
+
+
+def _rollback(conn: Connection) -> None:
+    """End the failed transaction so that the connection can be used again."""
+    try:
+        conn.rollback()
+    except DB_ERRORS:
+        conn.invalidate()  # the pool opens a new connection rather than reuse this one
 
 
 def _row(record: Row, database: str) -> BizRow:
@@ -174,6 +190,8 @@ class SegmentStore:
                             updated_at=func.current_timestamp())
                 ).rowcount == 1
         except DB_ERRORS as exc:
+            if lost_race(exc):
+                return False  # another writer moved the row: the caller reads it again
             raise self._db.unavailable(exc) from None
         if moved:
             self._high_water.report_rollback(row, max_id)
@@ -221,6 +239,8 @@ class SegmentStore:
             except IntegrityError:
                 continue  # registered concurrently: compare with what won
             except DB_ERRORS as exc:
+                if lost_race(exc):
+                    continue  # likewise, on a database that reports it as a deadlock
                 raise self._db.unavailable(exc) from None
         raise StorageUnavailable(f"could not register {biz_type!r} in {self.name}: retry")
 
@@ -240,16 +260,20 @@ class SegmentStore:
             except DB_ERRORS as exc:
                 raise self._db.unavailable(exc) from None
             with conn:
-                row = self._read_for_update(conn, biz_type)
-                above = check(row) if check is not None else 0
-                seen = self.mark(row)
-                base = max(floor, seen, above)
-                if base >= INT64_MAX:
-                    raise IdSpaceExhausted(
-                        f"biz type {biz_type!r} has used up the int64 range in {self.name}")
-                new_max = min(base + row.step * steps, INT64_MAX)
-                segment = Segment.claimed(base, new_max, row.delta, row.remainder)
-                won = self._compare_and_set(conn, row, new_max)
+                try:
+                    row = self._read_for_update(conn, biz_type)
+                    above = check(row) if check is not None else 0
+                    seen = self.mark(row)
+                    base = max(floor, seen, above)
+                    if base >= INT64_MAX:
+                        raise IdSpaceExhausted(
+                            f"biz type {biz_type!r} has used up the int64 range in {self.name}")
+                    new_max = min(base + row.step * steps, INT64_MAX)
+                    segment = Segment.claimed(base, new_max, row.delta, row.remainder)
+                    won = self._compare_and_set(conn, row, new_max)
+                except _LostRace:
+                    _rollback(conn)
+                    won = False
             if won:
                 if row.max_id < seen:  # proven: the row at this very version was below it
                     self._high_water.report_rollback(row, new_max)
@@ -289,6 +313,8 @@ class SegmentStore:
             record = conn.execute(select(*_COLUMNS).where(_T.biz_type == biz_type)).first()
             conn.commit()
         except DB_ERRORS as exc:
+            if lost_race(exc):
+                raise _LostRace from None
             raise self._db.unavailable(exc) from None
         if record is None:
             raise UnknownBizType(f"biz type {biz_type!r} is not registered in {self.name}: "
@@ -298,7 +324,8 @@ class SegmentStore:
         return row
 
     def _compare_and_set(self, conn: Connection, row: BizRow, new_max: int) -> bool:
-        """Set ``max_id`` if the row is still at ``row.version``; True if this won."""
+        """Set ``max_id`` if the row is still at ``row.version``; True if this won,
+        ``_LostRace`` if the database rolled it back for another writer."""
         try:
             won = conn.execute(
                 update(segment_table)
@@ -308,6 +335,8 @@ class SegmentStore:
             ).rowcount == 1
             conn.commit()
         except DB_ERRORS as exc:
+            if lost_race(exc):
+                raise _LostRace from None
             raise self._db.unavailable(exc) from None
         return bool(won)
 
