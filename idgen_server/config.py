@@ -67,6 +67,7 @@ from idgen_server.urls import (
     normalize_url,
     redact_url,
     split_label,
+    split_url_list,
     with_password,
 )
 from idgen_wire.address import parse_address
@@ -280,7 +281,7 @@ def _databases(db: Sequence[str] | None, env: Mapping[str, str], settings: dict[
     if db:
         urls = tuple(db)
     elif env.get(DB_ENV, "").strip():
-        urls = tuple(u.strip() for u in env[DB_ENV].split(",") if u.strip())
+        urls = tuple(split_url_list(env[DB_ENV]))
     elif db_setting is not None:
         if isinstance(db_setting, str):
             db_setting = [db_setting]

@@ -25,9 +25,11 @@ from sqlalchemy.schema import CreateColumn
 
 from idgen_core.errors import ConfigError, StorageUnavailable
 from idgen_server.schema import metadata, segment_table
-from idgen_server.urls import is_secret_key, normalize_url, redact_url, sqlite_path
+from idgen_server.nodes import NodeList
+from idgen_server.urls import is_secret_key, normalize_url, parse_url, redact_url, split_nodes, sqlite_path
 
-__all__ = ["DB_ERRORS", "Database", "failure_text", "lost_race", "make_engine", "permanent_failure"]
+__all__ = ["DB_ERRORS", "Database", "failure_text", "lost_race", "make_engine", "node_lost",
+           "permanent_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,15 @@ _MYSQL_LOST_RACE = {1205, 1213}
 # PostgreSQL's SQLSTATEs for the same: serialization failure (40001, e.g. a concurrent
 # update under REPEATABLE READ or SERIALIZABLE) and deadlock detected (40P01).
 _POSTGRES_LOST_RACE = {"40001", "40P01"}
+# Errors that say the node a connection is on can no longer take writes (it went
+# away or is shutting down, turned read-only, or is a Galera node cut off from its
+# cluster): with several nodes, the work is tried again on a fresh connection, which
+# goes to the next node. MySQL/MariaDB: 1047 (WSREP not ready), 1053 (shutdown in
+# progress), 1290 and 1836 (read-only), 2006 and 2013 (connection lost).
+_MYSQL_NODE_LOST = {1047, 1053, 1290, 1836, 2006, 2013}
+# PostgreSQL: class 08 (connection exceptions), 25006 (read-only transaction: a
+# standby), 57P01-57P03 (shut down, crash recovery, cannot connect now).
+_POSTGRES_NODE_LOST = {"25006", "57P01", "57P02", "57P03"}
 # libpq reports connection failures as text without an SQLSTATE.
 _POSTGRES_PERMANENT = ("does not exist", "authentication failed", "pg_hba.conf",
                        "permission denied", "invalid connection option", "invalid sslmode",
@@ -80,7 +91,7 @@ def permanent_failure(exc: BaseException, url: str) -> str | None:
     orig = exc.orig
     if orig is None:
         return None
-    backend = make_url(url).get_backend_name()
+    backend = parse_url(url).get_backend_name()
     if backend in ("mysql", "mariadb"):
         code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
         return _scrub(_reason(exc), url) if code in _MYSQL_PERMANENT else None
@@ -108,10 +119,26 @@ def lost_race(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) in _POSTGRES_LOST_RACE
 
 
+def node_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection's node can no longer take writes (another
+    node of the same database may)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if orig is None:
+        return False
+    if orig.args and isinstance(orig.args[0], int):
+        return orig.args[0] in _MYSQL_NODE_LOST
+    sqlstate = getattr(orig, "sqlstate", None) or ""
+    return sqlstate.startswith("08") or sqlstate in _POSTGRES_NODE_LOST
+
+
 def _scrub(text: str, url: str) -> str:
     """``text`` with the URL's secrets removed, should a driver ever echo them."""
     try:
-        parsed = make_url(url)
+        parsed = parse_url(url)
     except Exception:  # noqa: BLE001 - nothing parsed, nothing known to remove
         return text
     secrets = [str(parsed.password or "")] + [
@@ -122,14 +149,15 @@ def _scrub(text: str, url: str) -> str:
     return text
 
 
-def make_engine(url: str, timeout: float) -> Engine:
-    """A connection pool for ``url`` (already normalized). ``ConfigError`` if unusable."""
+def make_engine(url: str, timeout: float, nodes: NodeList | None = None) -> Engine:
+    """A connection pool for ``url`` (already normalized), through ``nodes`` if the URL
+    lists several (``idgen_server.nodes``). ``ConfigError`` if unusable."""
     try:
         with warnings.catch_warnings():
             # SQLAlchemy warns, then ignores, query arguments a driver does not take:
             # a setting that silently does nothing is an error here.
             warnings.simplefilter("error", SAWarning)
-            return _engine(url, timeout)
+            return _engine(url, timeout, nodes)
     except (ImportError, ModuleNotFoundError) as exc:
         raise ConfigError(f"database URL {redact_url(url)} needs a driver that is not "
                           f"installed ({_reason(exc)}); for PostgreSQL: pip install "
@@ -139,7 +167,8 @@ def make_engine(url: str, timeout: float) -> Engine:
                           f"{_scrub(_reason(exc), url)}") from None
 
 
-def _engine(url: str, timeout: float) -> Engine:
+def _engine(url: str, timeout: float, nodes: NodeList | None) -> Engine:
+    url = split_nodes(url)[0]  # the nodes, if several, are ``nodes``'s
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -171,6 +200,9 @@ def _engine(url: str, timeout: float) -> Engine:
                                    f"-c idle_in_transaction_session_timeout={orphan_after * 1000}"}
     else:
         connect_args = {}
+    several = nodes is not None and len(nodes) > 1
+    if several and backend == "postgresql":
+        connect_args.update(nodes.postgres_connect_args(parsed))  # type: ignore[union-attr]
     engine = create_engine(
         url, connect_args=connect_args, pool_pre_ping=True, pool_recycle=3600, pool_size=4,
         max_overflow=8, pool_timeout=timeout,
@@ -184,6 +216,8 @@ def _engine(url: str, timeout: float) -> Engine:
                 cursor.execute(f"SET SESSION idle_transaction_timeout = {orphan_after}")
                 cursor.close()
 
+    if several:
+        nodes.attach(engine, backend)  # type: ignore[union-attr]
     return engine
 
 
@@ -195,7 +229,9 @@ class Database:
         self.url = normalize_url(url)
         self.name = redact_url(self.url)
         """The database's URL without its password: what messages and logs show."""
-        self.engine = make_engine(self.url, timeout)
+        self.nodes = NodeList(self.name, split_nodes(self.url)[1] or ("",))
+        """The nodes the URL lists (one, unnamed, if it names a single host)."""
+        self.engine = make_engine(self.url, timeout, self.nodes)
 
     def unavailable(self, exc: BaseException, *, logged: bool = True) -> StorageUnavailable:
         """The error to raise for ``exc``, logged here (unless the caller logs it itself);

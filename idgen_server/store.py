@@ -52,7 +52,7 @@ from idgen_core.errors import (
 )
 from idgen_core.retry import Backoff
 from idgen_core.segment import INT64_MAX, Segment, validate_biz_type
-from idgen_server.database import DB_ERRORS, Database, lost_race
+from idgen_server.database import DB_ERRORS, Database, lost_race, node_lost
 from idgen_server.defaults import DEFAULT_DB_TIMEOUT
 from idgen_server.highwater import HighWater
 from idgen_server.rows import MAX_ROW_STEP, BizRow, check_row, damaged_row, new_registration
@@ -81,6 +81,15 @@ RowCheck = Callable[[BizRow], int]
 
 class _LostRace(Exception):
     """The database rolled a statement back because another writer won: retry."""
+
+
+class _NodeLost(Exception):
+    """The connection's node can no longer take writes; ``error`` is what to raise if
+    no other node of the database is left to try."""
+
+    def __init__(self, error: StorageUnavailable) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _rollback(conn: Connection) -> None:
@@ -254,10 +263,13 @@ class SegmentStore:
         ``check_row`` or ``check`` refuses. Bounded retries on conflicts.
         """
         started = time.perf_counter()
-        for attempt in range(self._max_attempts):
+        nodes_tried = 1
+        attempt = 0
+        while attempt < self._max_attempts:
+            attempt += 1
             try:
                 conn = self.engine.connect()
-            except DB_ERRORS as exc:
+            except DB_ERRORS as exc:  # every node was tried for this connection
                 raise self._db.unavailable(exc) from None
             with conn:
                 try:
@@ -274,6 +286,15 @@ class SegmentStore:
                 except _LostRace:
                     _rollback(conn)
                     won = False
+                except _NodeLost as lost:
+                    # Safe to start over on another node: nothing was handed out, and a
+                    # commit whose answer was lost only wasted its range (the version moved).
+                    conn.invalidate()
+                    if nodes_tried >= len(self._db.nodes):
+                        raise lost.error from None
+                    nodes_tried += 1
+                    attempt -= 1  # not a conflict
+                    continue
             if won:
                 if row.max_id < seen:  # proven: the row at this very version was below it
                     self._high_water.report_rollback(row, new_max)
@@ -285,7 +306,7 @@ class SegmentStore:
                 return segment
             with self._lock:
                 self.conflicts += 1
-            time.sleep(_CONFLICT_RETRY.delay(attempt + 1))  # racing allocators spread out
+            time.sleep(_CONFLICT_RETRY.delay(attempt))  # racing allocators spread out
         raise StorageUnavailable(
             f"gave up allocating for {biz_type!r} in {self.name} after {self._max_attempts} "
             "conflicting attempts: too many allocators race on one row; raise its step"
@@ -313,9 +334,7 @@ class SegmentStore:
             record = conn.execute(select(*_COLUMNS).where(_T.biz_type == biz_type)).first()
             conn.commit()
         except DB_ERRORS as exc:
-            if lost_race(exc):
-                raise _LostRace from None
-            raise self._db.unavailable(exc) from None
+            raise self._failed(exc) from None
         if record is None:
             raise UnknownBizType(f"biz type {biz_type!r} is not registered in {self.name}: "
                                  f"add it with `idgen add-biz {biz_type} --db URL`")
@@ -335,10 +354,17 @@ class SegmentStore:
             ).rowcount == 1
             conn.commit()
         except DB_ERRORS as exc:
-            if lost_race(exc):
-                raise _LostRace from None
-            raise self._db.unavailable(exc) from None
+            raise self._failed(exc) from None
         return bool(won)
+
+    def _failed(self, exc: BaseException) -> Exception:
+        """What an allocation raises for a database error: ``_LostRace`` (retry),
+        ``_NodeLost`` (try another node of the database) or ``StorageUnavailable``."""
+        if lost_race(exc):
+            return _LostRace()
+        if len(self._db.nodes) > 1 and node_lost(exc):
+            return _NodeLost(self._db.unavailable(exc))
+        return self._db.unavailable(exc)
 
     def close(self) -> None:
         """Close the connection pool."""

@@ -1,5 +1,12 @@
 """Database URLs: the spellings accepted, and the only way one reaches a message or a log.
 
+- One URL may name one logical database reachable through several nodes (a
+  Galera cluster, a PostgreSQL primary and its standbys): its host part lists
+  them, comma-separated, in order of preference, as libpq's URIs do
+  (``mysql://user:pw@db1:3306,db2:3306,db3:3306/idgen``). ``split_nodes`` and
+  ``join_nodes`` take the list apart and put it back; everything else here
+  works on the URL of the first node and keeps the list.
+
 - ``normalize_url`` accepts the common spellings and makes a SQLite path
   absolute, so that which file is served never depends on the directory a
   command happens to run in.
@@ -14,12 +21,13 @@ import os
 import re
 from collections.abc import Sequence
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from idgen_core.errors import ConfigError
 
-__all__ = ["check_distinct", "check_labels", "is_secret_key", "normalize_url", "redact_text",
-           "redact_url", "split_label", "sqlite_path", "with_password"]
+__all__ = ["check_distinct", "check_labels", "is_secret_key", "join_nodes", "normalize_url",
+           "parse_url", "redact_text", "redact_url", "split_label", "split_nodes",
+           "split_url_list", "sqlite_path", "with_password"]
 
 _SPELLINGS = (("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql://"),
               ("postgres://", "postgresql+psycopg://"), ("postgresql://", "postgresql+psycopg://"))
@@ -27,6 +35,53 @@ _SECRET_KEYS = ("pass", "pwd", "secret", "token")
 _URLISH = re.compile(r"[^\s'\",]*(?:://|@)[^\s'\",]*")  # a URL, or user:password@host
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?=://)")
 _LABEL = re.compile(r"([A-Za-z][A-Za-z0-9_.-]{0,31})=(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+# A comma that starts another URL (optionally labelled), not another node of the same one.
+_NEXT_URL = re.compile(r",\s*(?=(?:[A-Za-z][A-Za-z0-9_.-]{0,31}=)?[A-Za-z][A-Za-z0-9+.-]*://)")
+_NODE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\]@/?#,]+)(?::(?P<port>[0-9]{1,5}))?")
+
+
+def _authority(url: str) -> tuple[str, str, str] | None:
+    """``url`` as (up to its host part, the host part, the rest), or None if not a URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    userinfo, at, after = rest.rpartition("@")
+    hosts = re.match(r"[^/?#]*", after)
+    assert hosts is not None  # matches the empty string at least
+    return f"{scheme}://{userinfo}{at}", hosts.group(0), after[hosts.end():]
+
+
+def split_nodes(url: str) -> tuple[str, tuple[str, ...]]:
+    """``url`` naming only its first node, and every node (``host[:port]``) in order;
+    a URL of one node comes back as it is, with ``()``."""
+    parts = _authority(url)
+    if parts is None or "," not in parts[1]:
+        return url, ()
+    head, hosts, tail = parts
+    nodes = tuple(node.strip() for node in hosts.split(","))
+    return f"{head}{nodes[0]}{tail}", nodes
+
+
+def join_nodes(url: str, nodes: Sequence[str]) -> str:
+    """``url`` (of one node) with its host part replaced by ``nodes``; as it is if
+    fewer than two."""
+    parts = _authority(url)
+    if parts is None or len(nodes) < 2:
+        return url
+    head, _, tail = parts
+    return f"{head}{','.join(nodes)}{tail}"
+
+
+def parse_url(url: str) -> URL:
+    """SQLAlchemy's reading of ``url`` (of its first node, if it lists several)."""
+    return make_url(split_nodes(url)[0])
+
+
+def split_url_list(text: str) -> list[str]:
+    """A comma-separated list of URLs (``IDGEN_DB``) as its URLs: a comma followed by a
+    scheme (or ``label=`` and a scheme) starts the next one; other commas separate
+    the nodes of one URL."""
+    return [part.strip() for part in _NEXT_URL.split(text) if part.strip()]
 
 
 def split_label(entry: str) -> tuple[str | None, str]:
@@ -52,10 +107,11 @@ def check_labels(labels: Sequence[str]) -> None:
 
 def with_password(url: str, password: str) -> str:
     """``url`` with ``password``, if it names a user and no password; else ``url`` as it is."""
-    parsed = make_url(url)
+    first, nodes = split_nodes(url)
+    parsed = make_url(first)
     if parsed.username is None or parsed.password is not None:
         return url
-    return parsed.set(password=password).render_as_string(hide_password=False)
+    return join_nodes(parsed.set(password=password).render_as_string(hide_password=False), nodes)
 
 
 def normalize_url(url: str) -> str:
@@ -75,6 +131,14 @@ def normalize_url(url: str) -> str:
     if url.count("@") > 1:
         raise ConfigError(f"database URL {redact_url(url)} has an @ in its password or user "
                           "name: percent-encode it as %40")
+    url, nodes = split_nodes(url)
+    for node in nodes:
+        match = _NODE.fullmatch(node)
+        if match is None or not 1 <= int(match.group("port") or 1) <= 65535:
+            raise ConfigError(f"database URL {redact_url(join_nodes(url, nodes))} lists a node "
+                              f"{node[:60]!r} that is not host or host:port (port in 1..65535)")
+    if nodes and len(set(nodes)) < len(nodes):
+        raise ConfigError(f"database URL {redact_url(join_nodes(url, nodes))} lists a node twice")
     try:
         parsed = make_url(url)
         port = parsed.port
@@ -85,6 +149,11 @@ def normalize_url(url: str) -> str:
                           "(special characters in the password percent-encoded, @ as %40)") from None
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError(f"database URL {redact_url(url)} has port {port}, not in 1..65535")
+    if nodes and parsed.get_backend_name() not in ("mysql", "mariadb", "postgresql"):
+        raise ConfigError(f"database URL {redact_url(join_nodes(url, nodes))} lists several "
+                          "nodes: only MySQL/MariaDB and PostgreSQL URLs may")
+    if nodes:
+        return join_nodes(url, nodes)
     database = parsed.database
     if (parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
             and not database.startswith("file:") and not os.path.isabs(database)):
@@ -95,7 +164,7 @@ def normalize_url(url: str) -> str:
 
 def sqlite_path(url: str) -> str | None:
     """The file a SQLite URL names, or None (another database, or in memory)."""
-    parsed = make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
         return None
     if parsed.database == ":memory:" or parsed.database.startswith("file:"):
@@ -109,6 +178,12 @@ def is_secret_key(key: str) -> bool:
 
 
 def redact_url(url: str) -> str:
+    """``url`` fit for a message or a log (``_redact_one``), every node it lists kept."""
+    first, nodes = split_nodes(url)
+    return join_nodes(_redact_one(first), nodes)
+
+
+def _redact_one(url: str) -> str:
     """``url`` fit for a message or a log: the password, and query arguments that hold
     secrets, replaced by ``***``; a URL that cannot be parsed safely shows only its
     scheme and what follows its last ``@``."""
@@ -145,4 +220,31 @@ def check_distinct(names: Sequence[str]) -> None:
         if name in seen:
             raise ConfigError(f"the same database is given twice: {name}")
         seen.add(name)
+    through: dict[str, str] = {}  # a node's database -> the URL that lists it
+    for name in names:
+        first, nodes = split_nodes(name)
+        if not nodes:
+            continue
+        try:
+            database = make_url(first).database
+        except Exception:  # noqa: BLE001 - a name that does not parse cannot be compared
+            continue
+        for node in nodes:
+            other = through.setdefault(f"{node}/{database}", name)
+            if other != name:
+                raise ConfigError(f"the same database is given twice: {other} and {name} both "
+                                  f"reach {database} through {node}")
+    for name in names:
+        first, nodes = split_nodes(name)
+        if nodes:
+            continue
+        try:
+            parsed = make_url(first)
+        except Exception:  # noqa: BLE001
+            continue
+        other = through.get(f"{parsed.host}:{parsed.port}/{parsed.database}") or through.get(
+            f"{parsed.host}/{parsed.database}")
+        if other is not None:
+            raise ConfigError(f"the same database is given twice: {name} is one of the nodes "
+                              f"of {other}")
 
