@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support.databases import MariaDB, PostgreSQL, database_kinds, database_maker
+from tests.support.galera import GaleraCluster, galera_missing
 from tests.support.servers import ServerProcess
 from tests.support.waiting import wait_until
 
@@ -40,6 +41,22 @@ def postgres_server() -> Iterator[PostgreSQL]:
         _unreachable("PostgreSQL on 127.0.0.1:5432", exc)
     yield server
     server.drop_all()
+
+
+@pytest.fixture(scope="session")
+def galera() -> Iterator[GaleraCluster]:
+    """A 3-node Galera cluster on loopback ports, started for the session's Galera tests."""
+    missing = galera_missing()
+    if missing is not None:
+        _unreachable("a Galera cluster", RuntimeError(f"this machine lacks {missing}"))
+    cluster = GaleraCluster()
+    try:
+        cluster.start()
+    except Exception as exc:
+        cluster.close()
+        _unreachable("a Galera cluster", exc)
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture
