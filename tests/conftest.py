@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.databases import MariaDB, PostgreSQL, database_kinds, database_maker
 from tests.support.galera import GaleraCluster, galera_missing
+from tests.support.pgcluster import PostgresPair, postgres_tools_missing
 from tests.support.servers import ServerProcess
 from tests.support.waiting import wait_until
 
@@ -57,6 +58,32 @@ def galera() -> Iterator[GaleraCluster]:
         _unreachable("a Galera cluster", exc)
     yield cluster
     cluster.close()
+
+
+def _postgres_pair(synchronous: bool) -> Iterator[PostgresPair]:
+    missing = postgres_tools_missing()
+    if missing is not None:
+        _unreachable("a PostgreSQL primary and standby", RuntimeError(f"this machine lacks {missing}"))
+    pair = PostgresPair(synchronous=synchronous)
+    try:
+        pair.start()
+    except Exception as exc:
+        pair.close()
+        _unreachable("a PostgreSQL primary and standby", exc)
+    yield pair
+    pair.close()
+
+
+@pytest.fixture
+def synchronous_pair() -> Iterator[PostgresPair]:
+    """A PostgreSQL primary and a synchronous streaming standby, for this test."""
+    yield from _postgres_pair(True)
+
+
+@pytest.fixture
+def asynchronous_pair() -> Iterator[PostgresPair]:
+    """A PostgreSQL primary and an asynchronous streaming standby, for this test."""
+    yield from _postgres_pair(False)
 
 
 @pytest.fixture
