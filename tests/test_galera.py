@@ -18,7 +18,8 @@ from tests.support.stores import prepare, registered
 from tests.support.threads import Background, run_threads
 from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.galera, pytest.mark.slow]
+# One worker runs them all, so that the session starts one cluster.
+pytestmark = [pytest.mark.galera, pytest.mark.slow, pytest.mark.xdist_group("galera")]
 
 
 def test_writers_on_three_nodes_race_for_one_row_and_every_allocation_succeeds(galera, capsys):
