@@ -1,4 +1,5 @@
-"""``idgen list``, ``describe``, ``set-step`` and ``skip-to``: the segment table, for operators.
+"""``idgen list``, ``describe``, ``set-step``, ``skip-to`` and ``add-db``: the segment table,
+for operators.
 
 They work on the databases directly, found as ``serve`` finds them
 (``idgen_cli.databases``), through ``idgen_server.catalog``; no server needs to
@@ -23,8 +24,10 @@ from idgen_cli.databases import stores
 from idgen_server import catalog
 from idgen_server.allocator import unknown_biz_type
 from idgen_server.catalog import Change, Entry, Listing, Summary, read_catalog, summarize
+from idgen_server.moves import add_database
+from idgen_server.urls import split_label
 
-__all__ = ["describe", "list_biz_types", "set_step", "skip_to"]
+__all__ = ["add_db", "describe", "list_biz_types", "set_step", "skip_to"]
 
 _COLUMNS = ("MAX_ID", "STEP", "DELTA", "REMAINDER", "VERSION", "UPDATED_AT", "RANGE USED")
 
@@ -244,3 +247,25 @@ def skip_to(args: argparse.Namespace) -> int:
           "below it and are still handed out")
     return 0
 
+
+
+def add_db(args: argparse.Namespace) -> int:
+    """``idgen add-db NAME --db URL... --new-db URL``: n databases become n + 1."""
+    with stores(args) as opened, stores(_only(args, args.new_db, len(opened))) as added:
+        moved = add_database(opened, added[0], args.name)
+    for row in moved:
+        was = "new" if row.before is None else f"IDs = {row.before[1]} (mod {row.before[0]})"
+        print(f"{args.name}: {row.label} ({row.name}): {was} -> IDs = {row.after[1]} "
+              f"(mod {row.after[0]}), above {row.max_id}")
+    print(f"every segment of {args.name!r} allocated from now on lies above every ID handed out "
+          f"before; start servers with all {len(moved)} databases in this order (servers on "
+          "the old list keep working)")
+    return 0
+
+
+def _only(args: argparse.Namespace, entry: str, index: int) -> argparse.Namespace:
+    """``args`` with ``entry`` as the one database (labelled ``db<index>`` unless it has a
+    label), its password from the same password file."""
+    label, _ = split_label(entry)
+    return argparse.Namespace(**{**vars(args), "db": [entry if label else f"db{index}={entry}"],
+                                 "config": None})

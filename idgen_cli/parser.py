@@ -181,6 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="every segment allocated afterwards lies above this ID")
     _database_options(skip, "Default: the embedded database")
 
+    add_db = command("add-db", f"{_CATALOG}:add_db",
+                     help="add a database to a biz type that is being served",
+                     description="Move a biz type from the databases it is in (--db, in the "
+                     "order servers list them) to those and --new-db, while servers run: "
+                     "afterwards database k of the n + 1 hands out IDs = k (mod n + 1), all "
+                     "above every ID handed out before. Allocation of the biz type pauses for "
+                     "the moment of the move (buffered IDs keep being served). Every database "
+                     "must answer first; run it again if it stopped halfway. Then start "
+                     "servers with the new list; those on the old list keep working.")
+    add_db.add_argument("name", type=_biz_type, help="the biz type")
+    add_db.add_argument("--new-db", required=True, metavar="[LABEL=]URL",
+                        help="the database to add (its tables made by idgen init-db, without "
+                        "the biz type)")
+    _database_options(add_db, "Default: the embedded database")
+
     _tokens(command("token", "", help="create, list or revoke the tokens callers need",
                     description="Tokens live in every database of the server; a server needs one "
                     "on every call once any exists."), common)

@@ -14,7 +14,8 @@ of them must answer:
   halfway, but it may as well be a database that served its class and was lost
   or replaced since: what it handed out cannot be known, so nothing is guessed.
   Adding a database to a biz type already in use is not a registration either:
-  its IDs so far were handed out over fewer classes (README: adding a database).
+  its IDs so far were handed out over fewer classes, so the new set must start
+  above all of them; ``idgen add-db`` does that (``idgen_server.moves``).
 """
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ def _registration_to_complete(biz_type: str, stores: Sequence[SegmentStore],
             f"biz type {biz_type!r} is already registered otherwise: {'; '.join(problems)}. "
             "Registering it again over these databases could hand out IDs twice. Give the "
             "same --step and the same databases in the same order as when it was registered; "
-            "to add a database to a biz type in use, see 'Adding a database' in the README"
+            f"to add a database to a biz type in use, run `idgen add-db {biz_type} --db ... "
+            "--new-db URL` with its databases in their order"
         )
     return found[0][1].registration

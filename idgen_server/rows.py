@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from idgen_core.errors import BizTypeMisconfigured, InvalidRequest
 
-__all__ = ["MAX_ROW_STEP", "BizRow", "check_residue_set", "check_row", "damaged_row", "new_registration",
+__all__ = ["MAX_ROW_STEP", "PENDING", "BizRow", "check_residue_set", "check_row", "damaged_row", "new_registration",
            "residue_class"]
 
 MAX_ROW_STEP = 10**12
@@ -67,6 +67,11 @@ def residue_class(index: int, count: int) -> tuple[int, int]:
     return count, index
 
 
+PENDING = "pending-"
+"""How the registration of a row frozen by ``idgen add-db`` begins (``idgen_server.moves``):
+no segment is cut from such a row, whatever the other rows say."""
+
+
 def new_registration() -> str:
     """A fresh identifier shared by the rows of one registration (random, 32 hex digits)."""
     return secrets.token_hex(16)
@@ -93,7 +98,13 @@ def damaged_row(database: str, biz_type: str, what: str) -> BizTypeMisconfigured
 
 
 def check_row(database: str, row: BizRow) -> None:
-    """Raise ``BizTypeMisconfigured`` naming the database, biz type and field if ``row`` is damaged."""
+    """Raise ``BizTypeMisconfigured`` naming the database, biz type and field if ``row`` is
+    damaged, or if ``idgen add-db`` has frozen it (``PENDING``)."""
+    if row.registration.startswith(PENDING):
+        raise BizTypeMisconfigured(
+            f"biz type {row.biz_type!r} is being moved to another set of databases (idgen "
+            f"add-db) and is not served from {database} until the move is finished; if the "
+            "command stopped halfway, run it again")
     damage = _damage(row)
     if damage is not None:
         raise damaged_row(database, row.biz_type, damage)

@@ -79,7 +79,7 @@ def test_add_biz_refuses_to_spread_a_registered_biz_type_and_says_how_to_add_a_d
     result = idgen("add-biz", "pay", *db_args([a, b]))
     assert result.returncode == 1
     assert "registered for 1 database(s)" in result.stderr
-    assert "Adding a database" in result.stderr
+    assert "idgen add-db pay --db" in result.stderr
     assert read_row(b, "pay") is None
 
 
