@@ -6,11 +6,13 @@ meet, while servers keep allocating, whatever step this stops at. The move is
 therefore made in two steps, each a compare-and-set on each row's version (an
 allocator that read a row before loses its own and reads the row again):
 
-1. **Freeze.** Every old row's registration becomes ``pending-X`` (``X`` the new
-   registration), and the new database gets a row of the new class, pending too.
-   ``check_row`` refuses a pending row by itself, without looking at any other row,
-   so no server cuts a segment from a frozen row, and allocation stops one database
-   at a time. Until every row is frozen, the old classes keep being served as they were.
+1. **Freeze.** The new database gets a row of its new class, its registration
+   ``pending-X`` (``X`` the new registration); then every old row's registration
+   becomes ``pending-X`` and its delta 0. ``check_row`` refuses a pending row by
+   itself, without looking at any other row (and an idgen that predates this refuses
+   delta 0 as damage), so no server cuts a segment from a frozen row, and allocation
+   stops one database at a time. Until every row is frozen, the old classes keep
+   being served as they were.
 2. **Move.** Once every row is frozen, nothing is allocated from any of them, so
    ``H``, the highest ``max_id`` of them all, lies above every ID handed out under
    the old classes. Each row then gets its new class, ``max_id`` ``H`` and the
@@ -24,9 +26,11 @@ has not read them), which is safe, since it is already above ``H`` in a class of
 Servers given the old list keep working afterwards (delta n + 1 leaves room for
 their n databases); servers given the new list serve once every row is moved.
 
-Every database must answer, and the rows must be what the lists say (old rows the
-classes 0..n-1 of one registration, in the order given; the new database without
-the biz type), before anything is written.
+Every database must answer, and the rows must be what the lists say, before anything
+is written: the old rows the classes 0..n-1 of one registration, in the order given,
+and the new database without the biz type; or, to finish a move, the new database's
+row naming the move (``X``) and every old row as before, frozen for ``X`` or moved to
+``X``. Rows of another move, or a list that leaves a database out, are refused.
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ from sqlalchemy.sql import func
 from idgen_core.errors import BizTypeConflict, InvalidRequest, StorageUnavailable
 from idgen_core.retry import Backoff
 from idgen_core.segment import validate_biz_type
-from idgen_server.database import DB_ERRORS
+from idgen_server.database import DB_ERRORS, lost_race
 from idgen_server.rows import PENDING, BizRow, new_registration
 from idgen_server.schema import segment_table
 from idgen_server.store import SegmentStore
@@ -67,56 +71,82 @@ class Moved:
     max_id: int
 
 
-def _state(row: BizRow | None) -> str:
-    if row is None:
-        return "absent"
-    return "pending" if row.registration.startswith(PENDING) else "plain"
+FROZEN_DELTA = 0
+"""The delta of a frozen old row: a server of any version refuses it (an idgen older than
+``PENDING`` takes it for a damaged row), and the move knows the delta it goes to."""
+
+
+def _refuse(biz_type: str, why: str) -> BizTypeConflict:
+    return BizTypeConflict(
+        f"cannot add a database to {biz_type!r}: {why}. Give --db the databases servers use now, "
+        "in their order, and --new-db the database to add; if another idgen add-db of this biz "
+        "type (to another new database) froze some rows, finish that one. Nothing was changed "
+        "by this run")
 
 
 def _target(rows: Sequence[BizRow | None], names: Sequence[str], biz_type: str) -> str:
-    """The registration ``X`` the move goes to: new if nothing moved yet, else the one the
-    moved or frozen rows carry. ``BizTypeConflict`` (nothing written) if the rows are not
-    what the lists say."""
+    """The registration ``X`` this move goes to: a new one if the new database does not
+    hold the biz type yet (then every old row must be as servers use it now), else the one
+    of its row (then every old row must be as servers use it now, frozen for ``X`` or moved
+    to ``X``). ``BizTypeConflict``, nothing written, for anything else."""
     n = len(rows) - 1
     old, new = rows[:-1], rows[-1]
-    wrong = []
     for k, (row, name) in enumerate(zip(old, names, strict=False)):
         if row is None:
-            wrong.append(f"{name} does not hold {biz_type!r}")
-        elif row.remainder != k or row.delta not in (n, n + 1):
-            wrong.append(f"{name} holds the class {row.remainder} (mod {row.delta}), not "
-                         f"{k} (mod {n}) as the {k}-th of {n} databases")
-    if new is not None and (new.remainder != n or new.delta != n + 1):
-        wrong.append(f"the new database {names[-1]} already holds {biz_type!r} as the class "
-                     f"{new.remainder} (mod {new.delta})")
-    if wrong:
-        raise BizTypeConflict(
-            f"cannot add a database to {biz_type!r}: the databases do not hold what the lists "
-            f"say ({'; '.join(wrong)}). Give --db the databases servers use now, in their "
-            "order, and --new-db a database without the biz type. Nothing was changed")
-    started = {row.registration.removeprefix(PENDING) for row in rows
-               if row is not None and (row.delta == n + 1 or _state(row) == "pending")}
-    plain = {row.registration for row in old
-             if row is not None and row.delta == n and _state(row) == "plain"}
-    if len(started) > 1 or len(plain) > 1:
-        raise BizTypeConflict(
-            f"cannot add a database to {biz_type!r}: its rows are of several registrations or "
-            "moves, which this command cannot tell apart; repair them by hand first (idgen "
-            "describe shows them). Nothing was changed")
-    return started.pop() if started else new_registration()[:24]
+            raise _refuse(biz_type, f"{name} does not hold it")
+        if row.remainder != k:
+            raise _refuse(biz_type, f"{name} holds the class {row.remainder} (mod {row.delta}), "
+                                    f"not {k} (mod {n}) as the {k}-th of {n} databases")
+    if new is None:
+        plain = {row.registration for row in old if row is not None}
+        wrong = [f"{name} is frozen by an idgen add-db to another database"
+                 if row.registration.startswith(PENDING)
+                 else f"{name} holds the class {row.remainder} (mod {row.delta})"
+                 for row, name in zip(old, names, strict=False)
+                 if row is not None and (row.delta != n or row.registration.startswith(PENDING))]
+        if wrong or len(plain) != 1:
+            raise _refuse(biz_type, "its rows are not the classes 0..n-1 (mod n) of one "
+                          f"registration, n = {n} ({'; '.join(wrong) or 'registered apart'})")
+        return new_registration()[:24]
+    target = new.registration.removeprefix(PENDING)
+    if new.remainder != n or new.delta != n + 1 or not target:
+        raise _refuse(biz_type, f"the new database {names[-1]} already holds it, as the class "
+                                f"{new.remainder} (mod {new.delta})")
+    plain = set()
+    for row, name in zip(old, names, strict=False):
+        assert row is not None
+        if _frozen_for(row, target) or _moved_to(row, target, n):
+            continue
+        if row.delta == n and not row.registration.startswith(PENDING):
+            plain.add(row.registration)
+            continue
+        raise _refuse(biz_type, f"{name} is neither as servers use it now nor part of a move "
+                                f"to {names[-1]} (registration {row.registration[:16]!r}, delta "
+                                f"{row.delta})")
+    if len(plain) > 1:
+        raise _refuse(biz_type, "its rows were registered apart")
+    return target
 
 
-def _write(store: SegmentStore, biz_type: str, change: dict[str, object],
-           ready: Callable[[BizRow], bool]) -> BizRow:
-    """Compare-and-set ``change`` on the row unless ``ready(row)`` says it is done; the
-    row as written (or found done)."""
+def _frozen_for(row: BizRow, target: str) -> bool:
+    return row.registration == PENDING + target
+
+
+def _moved_to(row: BizRow, target: str, n: int) -> bool:
+    return row.registration == target and row.delta == n + 1
+
+
+def _write(store: SegmentStore, biz_type: str, change: Callable[[BizRow], dict[str, object]],
+           done: Callable[[BizRow], bool]) -> BizRow:
+    """Compare-and-set ``change(row)`` on the row unless ``done(row)``; the row as written
+    (or found done). ``change`` raises ``BizTypeConflict`` for a row it must not touch."""
     for attempt in range(_ATTEMPTS):
         row = store.read(biz_type)
         if row is None:
             raise StorageUnavailable(f"the row of {biz_type!r} in {store.name} disappeared")
-        if ready(row):
+        if done(row):
             return row
-        values = {key: (value(row) if callable(value) else value) for key, value in change.items()}
+        values = change(row)
         try:
             with store.engine.begin() as conn:
                 won = conn.execute(update(segment_table).where(
@@ -124,7 +154,9 @@ def _write(store: SegmentStore, biz_type: str, change: dict[str, object],
                     **values, version=_T.version + 1,
                     updated_at=func.current_timestamp())).rowcount == 1
         except DB_ERRORS as exc:
-            raise store.unavailable(exc) from None
+            if not lost_race(exc):
+                raise store.unavailable(exc) from None
+            won = False  # a deadlock or a Galera certification lost to an allocator
         if won:
             return store.read(biz_type) or row
         time.sleep(_RETRY.delay(attempt + 1))  # an allocator won: read again
@@ -144,28 +176,49 @@ def add_database(stores: Sequence[SegmentStore], new: SegmentStore, biz_type: st
         raise InvalidRequest("give the databases the biz type is in now (--db)")
     names = [store.name for store in everything]
     rows = _read_all(everything, biz_type)
-    registration = _target(rows, names, biz_type)
-    pending = PENDING + registration
-    before = [None if row is None or row.delta != n else (row.delta, row.remainder)
-              for row in rows[:-1]] + [None]
+    target = _target(rows, names, biz_type)
+    pending = PENDING + target
+    before: list[tuple[int, int] | None] = [(n, k) for k in range(n)] + [None]
 
-    # 1. Freeze: no row of an old class is served once it is pending.
-    for store, row in zip(stores, rows, strict=False):
-        _write(store, biz_type, {"registration": pending},
-               lambda r: r.delta == n + 1 or _state(r) == "pending")
+    # 0. The new database's row first, frozen: any frozen or moved old row found later
+    #    then names the move it belongs to (``_target``).
     if rows[-1] is None:
         step = next(row.step for row in rows[:-1] if row is not None)
         new.register(biz_type, step=step, delta=n + 1, remainder=n, registration=pending)
 
-    # 2. Move: every row frozen or moved, H is above every ID of the old classes.
+    # 1. Freeze: no row of an old class is served once it is frozen.
+    def freeze(row: BizRow) -> dict[str, object]:
+        if row.registration.startswith(PENDING) or row.delta != n:
+            raise _refuse(biz_type, f"a row changed meanwhile (registration "
+                                    f"{row.registration[:16]!r}, delta {row.delta})")
+        return {"registration": pending, "delta": FROZEN_DELTA}
+
+    for store in stores:
+        _write(store, biz_type, freeze,
+               lambda r: _frozen_for(r, target) or _moved_to(r, target, n))
+
+    # 2. Move: with every row frozen (or moved by an earlier run), H is above every ID of
+    #    the old classes. A row found otherwise (restored, failed over) stops the move.
     frozen = _read_all(everything, biz_type)
+    for row, name in zip(frozen, names, strict=True):
+        if row is None or not (_frozen_for(row, target) or _moved_to(row, target, n)):
+            raise StorageUnavailable(
+                f"cannot add a database to {biz_type!r}: its row in {name} is no longer frozen "
+                "(restored from a backup or failed over meanwhile?); run the command again")
     high = max(row.max_id for row in frozen if row is not None)
+
+    def move(k: int) -> Callable[[BizRow], dict[str, object]]:
+        def values(row: BizRow) -> dict[str, object]:
+            if not _frozen_for(row, target):
+                raise _refuse(biz_type, f"a row changed meanwhile (registration "
+                                        f"{row.registration[:16]!r}, delta {row.delta})")
+            return {"registration": target, "delta": n + 1, "remainder": k,
+                    "max_id": max(row.max_id, high)}
+        return values
+
     moved = []
     for k, store in enumerate(everything):
-        row = _write(store, biz_type,
-                     {"registration": registration, "delta": n + 1, "remainder": k,
-                      "max_id": lambda r: max(r.max_id, high)},
-                     lambda r: r.registration == registration and r.delta == n + 1)
+        row = _write(store, biz_type, move(k), lambda r: _moved_to(r, target, n))
         moved.append(Moved(store.label or f"db{k}", store.name, before[k], (n + 1, k), row.max_id))
     log.warning("biz type %r moved to %d databases: every segment from now on lies above %d",
                 biz_type, n + 1, high, extra={"biz_type": biz_type, "databases": n + 1, "above": high})

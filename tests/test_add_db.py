@@ -114,12 +114,65 @@ def test_databases_given_in_another_order_than_they_hold_are_refused_and_nothing
             store.close()
 
 
+def test_a_list_that_leaves_a_database_out_or_a_second_move_to_another_database_is_refused(
+        tmp_path):
+    """Taking a biz type of two databases for one, or adding a fourth database with the
+    list of before the third was added, would give the new database a class in use."""
+    urls = [f"sqlite:///{tmp_path}/db{k}.db" for k in range(4)]
+    stores = registered(urls[:2], BIZ, step=100)
+    third, fourth = open_stores(urls[2:])
+    try:
+        with pytest.raises(BizTypeConflict, match=r"not the classes 0..n-1 \(mod n\)"):
+            add_database(stores[:1], third, BIZ)
+        add_database(stores, third, BIZ)
+        rows = [store.read(BIZ) for store in (*stores, third)]
+        with pytest.raises(BizTypeConflict, match=r"not the classes 0..n-1 \(mod n\)"):
+            add_database(stores, fourth, BIZ)
+        assert [store.read(BIZ) for store in (*stores, third)] == rows
+        assert fourth.read(BIZ) is None
+    finally:
+        for store in (*stores, third, fourth):
+            store.close()
+
+
+def test_two_moves_to_different_new_databases_never_both_go_ahead(tmp_path, monkeypatch):
+    """One move stops after freezing its first row; another, to another new database,
+    is refused at that row (rows of another move), and nothing is served from a frozen
+    row meanwhile; the first, run again, finishes."""
+    urls = [f"sqlite:///{tmp_path}/db{k}.db" for k in range(4)]
+    stores = registered(urls[:2], BIZ, step=100)
+    c, d = open_stores(urls[2:])
+    real = moves._write
+    calls = []
+
+    def stop_after_one(*args, **kwargs):
+        if calls:
+            raise StorageUnavailable("the database went away")
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    try:
+        monkeypatch.setattr(moves, "_write", stop_after_one)
+        with pytest.raises(StorageUnavailable):
+            add_database(stores, c, BIZ)
+        monkeypatch.setattr(moves, "_write", real)
+        with pytest.raises(BizTypeConflict, match="frozen by an idgen add-db to another database"):
+            add_database(stores, d, BIZ)
+        with pytest.raises(BizTypeMisconfigured, match="being moved"):
+            stores[0].allocate(BIZ)
+        add_database(stores, c, BIZ)
+        assert [store.read(BIZ).delta for store in (*stores, c)] == [3, 3, 3]
+    finally:
+        for store in (*stores, c, d):
+            store.close()
+
+
 def test_a_new_database_that_holds_the_biz_type_already_is_refused(tmp_path):
     urls = [f"sqlite:///{tmp_path}/db{k}.db" for k in range(2)]
     old, = registered(urls[:1], BIZ, step=100)
     new, = registered(urls[1:], BIZ, step=100)
     try:
-        with pytest.raises(BizTypeConflict, match="already holds 'order' as the class 0"):
+        with pytest.raises(BizTypeConflict, match="already holds it, as the class 0"):
             add_database([old], new, BIZ)
     finally:
         old.close()
@@ -157,7 +210,7 @@ def test_idgen_add_db_says_what_each_database_hands_out_now(tmp_path):
     assert "db1 (" in done.stdout and "new -> IDs = 1 (mod 2)" in done.stdout
     wrong = idgen("add-db", BIZ, "--db", urls[1], "--new-db", urls[0])
     assert wrong.returncode == 1
-    assert "do not hold what the lists say" in wrong.stderr and "Nothing was changed" in wrong.stderr
+    assert "holds the class" in wrong.stderr and "Nothing was changed" in wrong.stderr
 
 
 # --- under load, against real servers ----------------------------------------------------------
