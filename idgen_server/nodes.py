@@ -85,12 +85,14 @@ class NodeList:
                                    cparams: dict[str, object]) -> object:
         dbapi = dialect.loaded_dbapi  # type: ignore[attr-defined]
         refused: list[str] = []
+        errors: list[BaseException] = []
         for index, node in enumerate(self.nodes):
             host, port = _host_port(node, 3306)
             try:
                 conn = dbapi.connect(*cargs, **{**cparams, "host": host, "port": port})
             except dbapi.Error as exc:
                 refused.append(f"{node}: {_first_line(exc)}")
+                errors.append(exc)
                 continue
             why = _not_writable(conn)
             if why is None:
@@ -98,6 +100,11 @@ class NodeList:
                 return conn
             conn.close()
             refused.append(f"{node}: {why}")
+        codes = {exc.args[0] if exc.args else None for exc in errors}
+        if len(errors) == len(self.nodes) and len(codes) == 1:
+            # Every node said the same (a wrong password, an unknown database: what a person
+            # must fix): that error as it is, for the caller to tell permanent from passing.
+            raise errors[-1]
         # 2003 is the code PyMySQL gives a server it cannot reach: a failure that may pass.
         raise dbapi.OperationalError(2003, "no node accepts writes (" + "; ".join(refused) + ")")
 

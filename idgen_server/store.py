@@ -137,6 +137,7 @@ class SegmentStore:
         self.unavailable = self._db.unavailable
         """``unavailable(exc)``: the ``StorageUnavailable`` for a driver failure, logged, no SQL."""
         self._max_attempts = max_attempts
+        self._timeout = timeout
         self._lock = threading.Lock()
         self._high_water = HighWater(self.name)
         self.allocations = 0
@@ -263,10 +264,18 @@ class SegmentStore:
         ``check_row`` or ``check`` refuses. Bounded retries on conflicts.
         """
         started = time.perf_counter()
+        # Lost races normally take milliseconds each; a row locked for longer (lock waits
+        # that time out, over and over) is an outage of this database, not a race.
+        patience = max(5.0, 3 * self._timeout)
+        give_up_at = time.monotonic() + patience
         nodes_tried = 1
         attempt = 0
         while attempt < self._max_attempts:
             attempt += 1
+            if attempt > 1 and time.monotonic() > give_up_at:
+                raise StorageUnavailable(
+                    f"gave up allocating for {biz_type!r} in {self.name} after {patience:.0f} s "
+                    "of lost races and lock waits: is a transaction holding its row?")
             try:
                 conn = self.engine.connect()
             except DB_ERRORS as exc:  # every node was tried for this connection
@@ -290,6 +299,9 @@ class SegmentStore:
                     # Safe to start over on another node: nothing was handed out, and a
                     # commit whose answer was lost only wasted its range (the version moved).
                     conn.invalidate()
+                    # The pool's other connections may be on the same node: start afresh,
+                    # every new connection trying the nodes in order.
+                    self.engine.dispose()
                     if nodes_tried >= len(self._db.nodes):
                         raise lost.error from None
                     nodes_tried += 1

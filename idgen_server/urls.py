@@ -33,10 +33,14 @@ _SPELLINGS = (("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql:
               ("postgres://", "postgresql+psycopg://"), ("postgresql://", "postgresql+psycopg://"))
 _SECRET_KEYS = ("pass", "pwd", "secret", "token")
 _URLISH = re.compile(r"[^\s'\",]*(?:://|@)[^\s'\",]*")  # a URL, or user:password@host
+# The same, commas included (a URL's node list), for text: its matches are split where
+# another URL begins (``_NEXT_URL_KEPT``) before each part is redacted.
+_URLISH_LIST = re.compile(r"[^\s'\"]*(?:://|@)[^\s'\"]*")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?=://)")
 _LABEL = re.compile(r"([A-Za-z][A-Za-z0-9_.-]{0,31})=(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 # A comma that starts another URL (optionally labelled), not another node of the same one.
 _NEXT_URL = re.compile(r",\s*(?=(?:[A-Za-z][A-Za-z0-9_.-]{0,31}=)?[A-Za-z][A-Za-z0-9+.-]*://)")
+_NEXT_URL_KEPT = re.compile(r"(,\s*)(?=(?:[A-Za-z][A-Za-z0-9_.-]{0,31}=)?[A-Za-z][A-Za-z0-9+.-]*://)")
 _NODE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\]@/?#,]+)(?::(?P<port>[0-9]{1,5}))?")
 
 
@@ -70,6 +74,17 @@ def join_nodes(url: str, nodes: Sequence[str]) -> str:
         return url
     head, _, tail = parts
     return f"{head}{','.join(nodes)}{tail}"
+
+
+_DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
+
+
+def _with_port(node: str, parsed: URL, port: int | None = None) -> str:
+    """``host:port`` of a node, the backend's default port filled in, for comparing."""
+    if port is None and not re.search(r":[0-9]+$", node):
+        default = _DEFAULT_PORTS.get(parsed.get_backend_name())
+        return f"{node}:{default}" if default else node
+    return node if port is None else f"{node}:{port}"
 
 
 def parse_url(url: str) -> URL:
@@ -203,7 +218,11 @@ def _redact_one(url: str) -> str:
 def redact_text(text: str) -> str:
     """``text`` (a message that may quote what a person typed) with every URL-like word
     passed through ``redact_url``."""
-    return _URLISH.sub(lambda match: redact_url(match.group(0)), text)
+    def redact(match: re.Match[str]) -> str:
+        parts = _NEXT_URL_KEPT.split(match.group(0))  # URLs and the commas between them
+        return "".join(part if n % 2 else redact_url(part) for n, part in enumerate(parts))
+
+    return _URLISH_LIST.sub(redact, text)
 
 
 def check_distinct(names: Sequence[str]) -> None:
@@ -226,11 +245,12 @@ def check_distinct(names: Sequence[str]) -> None:
         if not nodes:
             continue
         try:
-            database = make_url(first).database
+            parsed = make_url(first)
         except Exception:  # noqa: BLE001 - a name that does not parse cannot be compared
             continue
+        database = parsed.database
         for node in nodes:
-            other = through.setdefault(f"{node}/{database}", name)
+            other = through.setdefault(f"{_with_port(node, parsed)}/{database}", name)
             if other != name:
                 raise ConfigError(f"the same database is given twice: {other} and {name} both "
                                   f"reach {database} through {node}")
@@ -242,8 +262,7 @@ def check_distinct(names: Sequence[str]) -> None:
             parsed = make_url(first)
         except Exception:  # noqa: BLE001
             continue
-        other = through.get(f"{parsed.host}:{parsed.port}/{parsed.database}") or through.get(
-            f"{parsed.host}/{parsed.database}")
+        other = through.get(f"{_with_port(str(parsed.host), parsed, parsed.port)}/{parsed.database}")
         if other is not None:
             raise ConfigError(f"the same database is given twice: {name} is one of the nodes "
                               f"of {other}")

@@ -155,3 +155,28 @@ def test_with_every_node_gone_the_store_says_which_refused_and_why(two_nodes):
         assert ",".join(two_nodes.nodes) in str(raised.value)  # the database, all its nodes
     finally:
         store.close()
+
+
+def test_a_secret_in_a_node_list_url_never_shows_in_a_message():
+    from idgen_server.urls import redact_text
+
+    text = redact_text("idgen list postgresql://u@h1,h2/db?password=s3cret and "
+                       "mysql://u:pw1@h1,h2/db?ssl_key_password=k3y, then a=mysql://v:pw2@h/x")
+    for secret in ("s3cret", "pw1", "k3y", "pw2"):
+        assert secret not in text, text
+    assert "h1,h2/db" in text
+
+
+@pytest.mark.mariadb
+def test_a_wrong_password_on_every_node_is_a_setting_to_fix_not_an_outage(mariadb_url):
+    """Every node refuses the login the same way: the store says so at start-up (a
+    ``ConfigError``), as it does for one host, instead of benching the database."""
+    nodes = TwoNodes(mariadb_url.replace("root@", "nosuch:wrong@"))
+    store = SegmentStore(nodes.url)
+    try:
+        with pytest.raises(ConfigError, match="Access denied") as raised:
+            store.check_ready()
+        assert "wrong" not in str(raised.value)
+    finally:
+        store.close()
+        nodes.close()
