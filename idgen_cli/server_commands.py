@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import threading
 
 from idgen_cli.databases import stores
 from idgen_cli.token_commands import token_create, token_list, token_revoke
@@ -31,15 +30,12 @@ def serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         insecure=args.insecure, quota_calls=args.quota_calls, quota_ids=args.quota_ids,
         drain=args.drain, reflection=args.reflection)
-    stop = threading.Event()
-    signals: list[int] = []
-
-    def on_signal(number: int, _frame: object) -> None:
-        signals.append(number)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    # The signals are taken with sigwait in this thread rather than by handlers: a handler
+    # runs between two bytecodes of this thread, and one that sets an Event can deadlock
+    # on the Event's own lock if the signal lands while this thread is inside wait().
+    # Blocked before the server starts its threads, so that they inherit the mask and
+    # none of them takes the signal instead.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     with IdGenServer(config) as server:
         for k, store in enumerate(server.allocator.stores):
             note = " (unreachable for now: serving from the others)" \
@@ -52,24 +48,20 @@ def serve(args: argparse.Namespace) -> int:
         tokens = "tokens required" if server.auth.required else "no token required"
         print(f"idgen: serving on {server.address} ({server.security}, {tokens}; "
               f"{len(config.db_urls)} database(s)); Ctrl-C to stop", flush=True)
-        _wait(stop)
-        if signals[:1] == [signal.SIGTERM] and config.drain > 0:
+        first = signal.sigwait(_STOP_SIGNALS)
+        if first == signal.SIGTERM and config.drain > 0:
             # What an orchestrator sends: health checks say NOT_SERVING at once, calls are
             # still answered until load balancers and probes have moved away. A second
             # signal ends the wait.
             server.drain()
             print(f"idgen: draining for {config.drain:g}s (health: NOT_SERVING; "
                   "calls still served)", flush=True)
-            stop.clear()
-            stop.wait(config.drain)
+            signal.sigtimedwait(_STOP_SIGNALS, config.drain)
         print("idgen: stopping", flush=True)
     return 0
 
 
-def _wait(stop: threading.Event) -> None:
-    """Block until a signal sets ``stop``."""
-    while not stop.wait(3600):
-        pass
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def init_db(args: argparse.Namespace) -> int:
