@@ -16,7 +16,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING
 
-from idgen_client.receiver import Gap, Receiver
+from idgen_client.receiver import Arrival, Gap, Receiver
 from idgen_client.sequencer import Sequencer, Stamp
 from idgen_core.errors import (
     BizTypeConflict,
@@ -44,6 +44,7 @@ __all__ = [
     "BizTypeConflict",
     "BizTypeMisconfigured",
     "ConfigError",
+    "Arrival",
     "Gap",
     "IdGenError",
     "IdSpaceExhausted",

@@ -22,21 +22,51 @@ So a gap is reported only when a message that was sent did not arrive, and
 every message that did not arrive is inside a reported gap once any later
 message of its group has arrived. (One lost after the last arrival cannot be
 seen by anyone: that is what a periodic sync is for.)
+
+Nothing that arrives is dropped without saying why. ``add()`` answers with an
+``Arrival``:
+
+- ``HELD``: held until ``ready()`` releases it in its place;
+- ``DUPLICATE``: this message was shown or is held already, recognised by its
+  seq, or by its message ID (``message_id=``) when a sender's retry got a new seq
+  after its group's owner restarted;
+- ``LATE``: its seq is at or below what was shown, yet it was never shown: a write
+  that lost a race, an old owner still stamping after a new one took over (a
+  fork of the chain). The application must show it anyway (for example in its
+  seq's place, marked) and should check the owner's fencing epoch.
+
+Per group the last ``remember`` shown or held seqs and message IDs are kept to
+tell a duplicate from a late message; an arrival at or below ``shown`` that is
+older than them is answered ``LATE`` (it may be a very old duplicate: the
+application's store, which has the message IDs, can tell).
 """
 from __future__ import annotations
 
+import enum
 import heapq
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from idgen_client.sequencer import GroupId, Stamp
 from idgen_core.errors import InvalidRequest
 
-__all__ = ["Gap", "Receiver"]
+__all__ = ["DEFAULT_REMEMBER", "Arrival", "Gap", "Receiver"]
 
 M = TypeVar("M")
+
+DEFAULT_REMEMBER = 1024
+"""Seqs and message IDs remembered per group to tell a duplicate from a late message."""
+
+
+class Arrival(enum.Enum):
+    """What ``Receiver.add`` did with a message (module notes)."""
+
+    HELD = "held"
+    DUPLICATE = "duplicate"
+    LATE = "late"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +84,18 @@ class _Group(Generic[M]):
     skipped: int = 0  # skip(): nothing unreceived at or below this is coming
     held: dict[int, tuple[Stamp, M | None]] = field(default_factory=dict)
     order: list[int] = field(default_factory=list)  # heap of the held seqs
+    # Seqs and message IDs met (held, shown, or answered LATE), oldest first, bounded.
+    seqs: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    ids: OrderedDict[Hashable, None] = field(default_factory=OrderedDict)
+
+    def remember(self, seq: int, message_id: Hashable | None, bound: int) -> None:
+        for seen, key in ((self.seqs, seq), (self.ids, message_id)):
+            if key is None:
+                continue
+            seen[key] = None
+            seen.move_to_end(key)
+            while len(seen) > bound:
+                seen.popitem(last=False)
 
 
 class Receiver(Generic[M]):
@@ -66,8 +108,12 @@ class Receiver(Generic[M]):
     while a gap stays open.
     """
 
-    def __init__(self, last_shown: Callable[[GroupId], int] | None = None) -> None:
+    def __init__(self, last_shown: Callable[[GroupId], int] | None = None, *,
+                 remember: int = DEFAULT_REMEMBER) -> None:
+        if remember < 1:
+            raise InvalidRequest(f"remember must be at least 1, got {remember}")
         self._last_shown = last_shown
+        self._remember = remember
         self._groups: dict[GroupId, _Group[M]] = {}
         self._lock = threading.Lock()
 
@@ -78,18 +124,24 @@ class Receiver(Generic[M]):
             group = self._groups[group_id] = _Group(shown)
         return group
 
-    def add(self, group_id: GroupId, stamp: Stamp, message: M | None = None) -> bool:
-        """Hold a received message; False if it is a duplicate or was shown already."""
-        seq, prev_seq = stamp
+    def add(self, group_id: GroupId, stamp: Stamp, message: M | None = None, *,
+            message_id: Hashable | None = None) -> Arrival:
+        """Take a received message: ``HELD`` for ``ready()`` to release, ``DUPLICATE`` if it
+        was met before (by seq, or by ``message_id`` if given), ``LATE`` if it lies at or
+        below what was shown without having been shown (show it anyway: module notes)."""
+        seq, prev_seq = stamp[0], stamp[1]
         if not 0 <= prev_seq < seq:
             raise InvalidRequest(f"a stamp needs 0 <= prev_seq < seq, got {stamp}")
         with self._lock:
             group = self._group(group_id)
-            if seq <= group.shown or seq in group.held:
-                return False
+            if seq in group.seqs or (message_id is not None and message_id in group.ids):
+                return Arrival.DUPLICATE
+            group.remember(seq, message_id, self._remember)
+            if seq <= group.shown:
+                return Arrival.LATE
             group.held[seq] = (Stamp(seq, prev_seq), message)
             heapq.heappush(group.order, seq)
-            return True
+            return Arrival.HELD
 
     def ready(self, group_id: GroupId) -> list[tuple[Stamp, M | None]]:
         """Release the messages that can be shown now, in order (each exactly once)."""

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idgen_client import Gap, InvalidRequest, Receiver, Stamp
+from idgen_client import Arrival, Gap, InvalidRequest, Receiver, Stamp
 from idgen_core.buffer import DoubleBuffer
 from tests.support.fakes import Source
 
@@ -75,7 +75,7 @@ def test_every_gap_is_found_and_no_gap_is_invented(delivery, chunk):
 def test_messages_come_out_in_order_with_their_payloads():
     receiver: Receiver[str] = Receiver()
     a, b, c = chain([10, 25, 31])
-    assert receiver.add("g", c, "third") and receiver.add("g", a, "first")
+    assert receiver.add("g", c, "third") is receiver.add("g", a, "first") is Arrival.HELD
     assert receiver.ready("g") == [(a, "first")]
     assert receiver.missing("g") == [Gap(after=10, through=25)]
     receiver.add("g", b, "second")
@@ -83,13 +83,54 @@ def test_messages_come_out_in_order_with_their_payloads():
     assert receiver.shown("g") == 31
 
 
-def test_duplicates_and_messages_already_shown_are_refused():
+def test_duplicates_and_messages_already_shown_are_answered_duplicate():
     receiver: Receiver[str] = Receiver()
     a, b = chain([5, 9])
-    assert receiver.add("g", b) is True and receiver.add("g", b) is False
+    assert receiver.add("g", b) is Arrival.HELD and receiver.add("g", b) is Arrival.DUPLICATE
     receiver.add("g", a)
     receiver.ready("g")
-    assert receiver.add("g", a) is False and receiver.held("g") == 0
+    assert receiver.add("g", a) is Arrival.DUPLICATE and receiver.held("g") == 0
+
+
+def test_a_late_write_below_what_was_shown_is_surfaced_never_swallowed():
+    """An old owner still stamping after the new one took over: its message's seq lies
+    below what was shown, and it was never shown. It comes back LATE, once."""
+    receiver: Receiver[str] = Receiver()
+    new_owner = chain([10, 30])
+    for stamp in new_owner:
+        receiver.add("g", stamp, f"new {stamp.seq}")
+    assert len(receiver.ready("g")) == 2
+    old_owner = Stamp(20, 10)  # stamped by the old owner from its own chain
+    assert receiver.add("g", old_owner, "old 20", message_id="m-old") is Arrival.LATE
+    assert receiver.add("g", old_owner, "old 20", message_id="m-old") is Arrival.DUPLICATE
+    assert receiver.ready("g") == [] and receiver.shown("g") == 30
+
+
+def test_a_retry_that_got_a_new_seq_after_a_restart_is_shown_once():
+    receiver: Receiver[str] = Receiver()
+    first = Stamp(5, 0)
+    assert receiver.add("g", first, "hi", message_id="client-1") is Arrival.HELD
+    again = Stamp(900, 5)  # the owner restarted and stamped the sender's retry anew
+    assert receiver.add("g", again, "hi", message_id="client-1") is Arrival.DUPLICATE
+    assert receiver.ready("g") == [(first, "hi")] and receiver.held("g") == 0
+
+
+def test_a_message_arriving_after_its_gap_was_skipped_is_late_not_dropped():
+    receiver: Receiver[str] = Receiver()
+    receiver.add("g", Stamp(50, 40))
+    receiver.skip("g", 40)
+    assert receiver.ready("g") == [(Stamp(50, 40), None)]
+    assert receiver.add("g", Stamp(40, 0), "found at last") is Arrival.LATE
+
+
+def test_beyond_what_it_remembers_an_old_arrival_is_late_rather_than_dropped():
+    receiver: Receiver[str] = Receiver(remember=2)
+    stamps = chain([1, 2, 3, 4])
+    for stamp in stamps:
+        receiver.add("g", stamp)
+    receiver.ready("g")
+    assert receiver.add("g", stamps[3]) is Arrival.DUPLICATE  # remembered
+    assert receiver.add("g", stamps[0]) is Arrival.LATE  # forgotten: the store can tell
 
 
 def test_a_gap_the_store_cannot_fill_is_skipped():
