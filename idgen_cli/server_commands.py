@@ -35,7 +35,14 @@ def serve(args: argparse.Namespace) -> int:
     # on the Event's own lock if the signal lands while this thread is inside wait().
     # Blocked before the server starts its threads, so that they inherit the mask and
     # none of them takes the signal instead.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        return _serve(config)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+
+
+def _serve(config: ServerConfig) -> int:
     with IdGenServer(config) as server:
         for k, store in enumerate(server.allocator.stores):
             note = " (unreachable for now: serving from the others)" \
@@ -48,7 +55,7 @@ def serve(args: argparse.Namespace) -> int:
         tokens = "tokens required" if server.auth.required else "no token required"
         print(f"idgen: serving on {server.address} ({server.security}, {tokens}; "
               f"{len(config.db_urls)} database(s)); Ctrl-C to stop", flush=True)
-        first = signal.sigwait(_STOP_SIGNALS)
+        first = _wait_for_signal()
         if first == signal.SIGTERM and config.drain > 0:
             # What an orchestrator sends: health checks say NOT_SERVING at once, calls are
             # still answered until load balancers and probes have moved away. A second
@@ -62,6 +69,11 @@ def serve(args: argparse.Namespace) -> int:
 
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _wait_for_signal() -> int:
+    """Block until SIGTERM or SIGINT comes; which one."""
+    return signal.sigwait(_STOP_SIGNALS)
 
 
 def init_db(args: argparse.Namespace) -> int:
