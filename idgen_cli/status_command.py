@@ -98,7 +98,9 @@ def format_status(reply: idgen_pb2.StatusResponse, target: str, now: float | Non
     for db in reply.databases:
         since = db.since.ToNanoseconds() / 1e9
         state = "up" if db.reachable else "BENCHED"
-        db_rows.append((db.label, db.name, f"{state} since {_when(since)} (for {_age(now - since)})",
+        via = f" via {db.node}" if db.node else ""
+        db_rows.append((db.label, db.name,
+                        f"{state}{via} since {_when(since)} (for {_age(now - since)})",
                         db.last_error or "-"))
     lines += _table(db_rows)
     for db in reply.databases:

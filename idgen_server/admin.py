@@ -100,7 +100,7 @@ class AdminService:
                 label=label, name=store.name, reachable=health.reachable,
                 # Recorded without password already; masked again, as a last line of defence.
                 since=_timestamp(health.since), last_error=redact_text(health.last_error),
-                rows=[_row(row) for _, row in sorted(read.items())],
+                rows=[_row(row) for _, row in sorted(read.items())], node=store.node or "",
             ))
         return reply
 

@@ -151,6 +151,12 @@ class SegmentStore:
     def __repr__(self) -> str:
         return f"SegmentStore({self.name!r})"
 
+    @property
+    def node(self) -> str | None:
+        """For a database listed with several nodes, the node its newest connection went to
+        (``idgen_server.nodes``); None for a single host, or before any connection."""
+        return self._db.nodes.current if len(self._db.nodes) > 1 else None
+
     # -- reading, and the high water ------------------------------------------------
 
     def read(self, biz_type: str) -> BizRow | None:

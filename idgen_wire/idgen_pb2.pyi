@@ -102,20 +102,22 @@ class BizTypeStatus(_message.Message):
     def __init__(self, biz_type: _Optional[str] = ..., current: _Optional[_Union[SegmentStatus, _Mapping]] = ..., next: _Optional[_Union[SegmentStatus, _Mapping]] = ..., step: _Optional[int] = ..., step_multiplier: _Optional[int] = ..., fetches: _Optional[int] = ..., waits: _Optional[int] = ..., ids_issued: _Optional[int] = ...) -> None: ...
 
 class DatabaseStatus(_message.Message):
-    __slots__ = ("label", "name", "reachable", "since", "last_error", "rows")
+    __slots__ = ("label", "name", "reachable", "since", "last_error", "rows", "node")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
     label: str
     name: str
     reachable: bool
     since: _timestamp_pb2.Timestamp
     last_error: str
     rows: _containers.RepeatedCompositeFieldContainer[DatabaseRowStatus]
-    def __init__(self, label: _Optional[str] = ..., name: _Optional[str] = ..., reachable: _Optional[bool] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[DatabaseRowStatus, _Mapping]]] = ...) -> None: ...
+    node: str
+    def __init__(self, label: _Optional[str] = ..., name: _Optional[str] = ..., reachable: _Optional[bool] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[DatabaseRowStatus, _Mapping]]] = ..., node: _Optional[str] = ...) -> None: ...
 
 class DatabaseRowStatus(_message.Message):
     __slots__ = ("biz_type", "max_id", "step", "delta", "remainder", "range_used")

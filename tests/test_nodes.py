@@ -180,3 +180,25 @@ def test_a_wrong_password_on_every_node_is_a_setting_to_fix_not_an_outage(mariad
     finally:
         store.close()
         nodes.close()
+
+
+@pytest.mark.mariadb
+def test_status_shows_the_node_a_database_is_served_through(mariadb_url, start_server):
+    from idgen_client import RemoteClient
+
+    nodes = TwoNodes(mariadb_url)
+    try:
+        registered([nodes.url], BIZ, step=10)[0].close()
+        server = start_server([nodes.url])
+        with RemoteClient(server.address) as client:
+            client.next_ids(BIZ, 5)
+            assert [db.node for db in client.status().databases] == [nodes.nodes[0]]
+            nodes.proxies[0].refuse()
+
+            def served_through_the_second() -> bool:
+                client.next_ids(BIZ, 5)  # allocations, which need a connection
+                return client.status().databases[0].node == nodes.nodes[1]
+
+            wait_until(served_through_the_second, 20, "the status to show the second node")
+    finally:
+        nodes.close()
