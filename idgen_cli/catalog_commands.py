@@ -254,9 +254,15 @@ def add_db(args: argparse.Namespace) -> int:
     with stores(args) as opened, stores(_only(args, args.new_db, len(opened))) as added:
         moved = add_database(opened, added[0], args.name)
     for row in moved:
+        now = f"IDs = {row.after[1]} (mod {row.after[0]})"
+        if not row.changed:
+            print(f"{args.name}: {row.label} ({row.name}): moved already: {now}, max_id {row.max_id}")
+            continue
         was = "new" if row.before is None else f"IDs = {row.before[1]} (mod {row.before[0]})"
-        print(f"{args.name}: {row.label} ({row.name}): {was} -> IDs = {row.after[1]} "
-              f"(mod {row.after[0]}), above {row.max_id}")
+        print(f"{args.name}: {row.label} ({row.name}): {was} -> {now}, above {row.max_id}")
+    if not any(row.changed for row in moved):
+        print(f"{args.name!r} was moved to these {len(moved)} databases already: nothing to do")
+        return 0
     print(f"every segment of {args.name!r} allocated from now on lies above every ID handed out "
           f"before; start servers with all {len(moved)} databases in this order (servers on "
           "the old list keep working)")

@@ -69,6 +69,7 @@ class Moved:
     before: tuple[int, int] | None  # (delta, remainder) before; None: the new database
     after: tuple[int, int]
     max_id: int
+    changed: bool  # False: this run found it moved already
 
 
 FROZEN_DELTA = 0
@@ -76,12 +77,13 @@ FROZEN_DELTA = 0
 ``PENDING`` takes it for a damaged row), and the move knows the delta it goes to."""
 
 
-def _refuse(biz_type: str, why: str) -> BizTypeConflict:
+def _refuse(biz_type: str, why: str, *, frozen: bool = False) -> BizTypeConflict:
+    advice = ("finish the idgen add-db that froze them first (the same command as it was "
+              "started with)" if frozen else
+              "give --db the databases servers use now, in their order, and --new-db the "
+              "database to add")
     return BizTypeConflict(
-        f"cannot add a database to {biz_type!r}: {why}. Give --db the databases servers use now, "
-        "in their order, and --new-db the database to add; if another idgen add-db of this biz "
-        "type (to another new database) froze some rows, finish that one. Nothing was changed "
-        "by this run")
+        f"cannot add a database to {biz_type!r}: {why}; {advice}. Nothing was changed by this run")
 
 
 def _target(rows: Sequence[BizRow | None], names: Sequence[str], biz_type: str) -> str:
@@ -91,12 +93,19 @@ def _target(rows: Sequence[BizRow | None], names: Sequence[str], biz_type: str) 
     to ``X``). ``BizTypeConflict``, nothing written, for anything else."""
     n = len(rows) - 1
     old, new = rows[:-1], rows[-1]
+    plain_deltas = {row.delta for row in old
+                    if row is not None and not row.registration.startswith(PENDING)}
+    if new is None and len(plain_deltas) == 1 and (delta := next(iter(plain_deltas))) != n:
+        raise _refuse(biz_type, f"its rows say it is in {delta} databases, but "
+                                f"{n} {'was' if n == 1 else 'were'} given: give them all")
     for k, (row, name) in enumerate(zip(old, names, strict=False)):
         if row is None:
             raise _refuse(biz_type, f"{name} does not hold it")
         if row.remainder != k:
             raise _refuse(biz_type, f"{name} holds the class {row.remainder} (mod {row.delta}), "
-                                    f"not {k} (mod {n}) as the {k}-th of {n} databases")
+                                    f"so it is number {row.remainder} (counting from 0) in the "
+                                    f"servers' list, not number {k}: the databases are given "
+                                    "in another order")
     if new is None:
         plain = {row.registration for row in old if row is not None}
         wrong = [f"{name} is frozen by an idgen add-db to another database"
@@ -104,14 +113,19 @@ def _target(rows: Sequence[BizRow | None], names: Sequence[str], biz_type: str) 
                  else f"{name} holds the class {row.remainder} (mod {row.delta})"
                  for row, name in zip(old, names, strict=False)
                  if row is not None and (row.delta != n or row.registration.startswith(PENDING))]
+        if any(row is not None and row.registration.startswith(PENDING) for row in old):
+            raise _refuse(biz_type, "; ".join(wrong), frozen=True)
         if wrong or len(plain) != 1:
             raise _refuse(biz_type, "its rows are not the classes 0..n-1 (mod n) of one "
                           f"registration, n = {n} ({'; '.join(wrong) or 'registered apart'})")
         return new_registration()[:24]
     target = new.registration.removeprefix(PENDING)
+    if new.registration.startswith(PENDING) and (new.remainder != n or new.delta != n + 1):
+        raise _refuse(biz_type, f"a move to {names[-1]} from {new.remainder} databases is under "
+                                f"way, and {n} were given", frozen=True)
     if new.remainder != n or new.delta != n + 1 or not target:
         raise _refuse(biz_type, f"the new database {names[-1]} already holds it, as the class "
-                                f"{new.remainder} (mod {new.delta})")
+                                f"{new.remainder} (mod {new.delta}); add another database")
     plain = set()
     for row, name in zip(old, names, strict=False):
         assert row is not None
@@ -122,7 +136,7 @@ def _target(rows: Sequence[BizRow | None], names: Sequence[str], biz_type: str) 
             continue
         raise _refuse(biz_type, f"{name} is neither as servers use it now nor part of a move "
                                 f"to {names[-1]} (registration {row.registration[:16]!r}, delta "
-                                f"{row.delta})")
+                                f"{row.delta})", frozen=row.registration.startswith(PENDING))
     if len(plain) > 1:
         raise _refuse(biz_type, "its rows were registered apart")
     return target
@@ -177,6 +191,21 @@ def add_database(stores: Sequence[SegmentStore], new: SegmentStore, biz_type: st
     names = [store.name for store in everything]
     rows = _read_all(everything, biz_type)
     target = _target(rows, names, biz_type)
+    wrote: list[bool] = []  # one entry once this run has written anything
+    try:
+        return _move(stores, new, everything, names, rows, biz_type, target, n, wrote)
+    except (StorageUnavailable, BizTypeConflict) as exc:
+        if rows[-1] is None and not wrote:
+            raise  # the move had not begun: nothing to finish
+        raise StorageUnavailable(
+            f"{exc} -- the move of {biz_type!r} stopped halfway: its frozen rows are not served "
+            "(servers hand out what they hold, then refuse it) until the same idgen add-db "
+            "command is run again, which finishes it") from None
+
+
+def _move(stores: Sequence[SegmentStore], new: SegmentStore, everything: Sequence[SegmentStore],
+          names: Sequence[str], rows: Sequence[BizRow | None], biz_type: str, target: str,
+          n: int, wrote: list[bool]) -> list[Moved]:
     pending = PENDING + target
     before: list[tuple[int, int] | None] = [(n, k) for k in range(n)] + [None]
 
@@ -185,6 +214,7 @@ def add_database(stores: Sequence[SegmentStore], new: SegmentStore, biz_type: st
     if rows[-1] is None:
         step = next(row.step for row in rows[:-1] if row is not None)
         new.register(biz_type, step=step, delta=n + 1, remainder=n, registration=pending)
+        wrote.append(True)
 
     # 1. Freeze: no row of an old class is served once it is frozen.
     def freeze(row: BizRow) -> dict[str, object]:
@@ -218,10 +248,15 @@ def add_database(stores: Sequence[SegmentStore], new: SegmentStore, biz_type: st
 
     moved = []
     for k, store in enumerate(everything):
+        was = frozen[k]
+        assert was is not None  # checked above
         row = _write(store, biz_type, move(k), lambda r: _moved_to(r, target, n))
-        moved.append(Moved(store.label or f"db{k}", store.name, before[k], (n + 1, k), row.max_id))
-    log.warning("biz type %r moved to %d databases: every segment from now on lies above %d",
-                biz_type, n + 1, high, extra={"biz_type": biz_type, "databases": n + 1, "above": high})
+        moved.append(Moved(store.label or f"db{k}", store.name, before[k], (n + 1, k), row.max_id,
+                           changed=not _moved_to(was, target, n)))
+    if any(m.changed for m in moved):
+        log.warning("biz type %r moved to %d databases: every segment from now on lies above %d",
+                    biz_type, n + 1, high,
+                    extra={"biz_type": biz_type, "databases": n + 1, "above": high})
     return moved
 
 
@@ -236,5 +271,5 @@ def _read_all(stores: Sequence[SegmentStore], biz_type: str) -> list[BizRow | No
     if failed:
         raise StorageUnavailable(f"cannot add a database to {biz_type!r}: every database must "
                                  f"answer, and {'; '.join(failed)}. Run the command again once "
-                                 "they do (what was done so far is kept and finished then)")
+                                 "they do")
     return rows

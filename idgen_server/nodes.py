@@ -41,6 +41,8 @@ GO_BACK_AFTER = 10.0
 """Seconds a connection to a node other than the first is kept before it is retired."""
 
 _GALERA_SYNCED = "4"  # wsrep_local_state: 4 is Synced
+# PyMySQL's codes for a node that did not answer at all: no socket, cannot connect, gone.
+_NO_ANSWER = {2002, 2003, 2006, 2013}
 
 
 class NodeList:
@@ -100,11 +102,14 @@ class NodeList:
                 return conn
             conn.close()
             refused.append(f"{node}: {why}")
-        codes = {exc.args[0] if exc.args else None for exc in errors}
-        if len(errors) == len(self.nodes) and len(codes) == 1:
-            # Every node said the same (a wrong password, an unknown database: what a person
-            # must fix): that error as it is, for the caller to tell permanent from passing.
-            raise errors[-1]
+        answered = [exc for exc in errors if (exc.args[0] if exc.args else None) not in _NO_ANSWER]
+        if len(errors) == len(self.nodes) and answered and len(
+                {exc.args[0] if exc.args else None for exc in answered}) == 1:
+            # Every node that answered said the same (a wrong password, an unknown database:
+            # what a person must fix, the nodes of one database sharing their users), the
+            # others answering nothing: that error as it is, for the caller to tell a
+            # setting to fix from a failure that may pass.
+            raise answered[-1]
         # 2003 is the code PyMySQL gives a server it cannot reach: a failure that may pass.
         raise dbapi.OperationalError(2003, "no node accepts writes (" + "; ".join(refused) + ")")
 

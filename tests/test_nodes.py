@@ -202,3 +202,16 @@ def test_status_shows_the_node_a_database_is_served_through(mariadb_url, start_s
             wait_until(served_through_the_second, 20, "the status to show the second node")
     finally:
         nodes.close()
+
+
+@pytest.mark.mariadb
+def test_a_wrong_password_where_one_node_is_down_is_still_a_setting_to_fix(mariadb_url):
+    nodes = TwoNodes(mariadb_url.replace("root@", "nosuch:wrong@"))
+    nodes.proxies[0].refuse()  # the first node answers nothing; the second refuses the login
+    store = SegmentStore(nodes.url)
+    try:
+        with pytest.raises(ConfigError, match="Access denied"):
+            store.check_ready()
+    finally:
+        store.close()
+        nodes.close()
