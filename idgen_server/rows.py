@@ -122,7 +122,9 @@ def check_residue_set(biz_type: str, rows: Mapping[str, BizRow], databases: int)
     elif deltas and (delta := deltas.pop()) < databases:
         problems.append(
             f"delta is {delta}, but this server uses {databases} databases: each needs delta "
-            f"{databases} or more, or two of them could hand out the same IDs"
+            f"{databases} or more, or two of them could hand out the same IDs (to add a "
+            "database to a biz type in use, run idgen add-db; else give the server the "
+            "databases the biz type was registered for)"
         )
     if len({row.registration for row in rows.values()}) > 1:
         problems.append("they were registered apart: " + _listing(
