@@ -52,7 +52,9 @@ class HealthService:
     def __init__(self, can_serve: Callable[[], bool], services: Sequence[str], *,
                  interval: float = DEFAULT_INTERVAL) -> None:
         self._can_serve = can_serve
-        self._services = (health.OVERALL_HEALTH, *services)
+        # "" last: once a watcher of the server as a whole hears a change, each service
+        # already answers it too.
+        self._services = (*services, health.OVERALL_HEALTH)
         self._interval = interval
         self._servicer = health.HealthServicer()
         self._lock = threading.Lock()
