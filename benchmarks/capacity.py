@@ -70,24 +70,8 @@ def measure(urls: Sequence[str], seconds: float) -> tuple[float, float]:
     return total / elapsed, conflicts / max(total, 1)
 
 
-def _fresh_database(server_url: str) -> str:
-    import pymysql
-    from sqlalchemy.engine import make_url
-
-    from idgen_server.urls import normalize_url
-
-    url = make_url(normalize_url(server_url))
-    name = f"idgen_capacity_{uuid.uuid4().hex[:10]}"
-    conn = pymysql.connect(host=url.host or "127.0.0.1", port=url.port or 3306,
-                           user=url.username or "root", password=url.password or "",
-                           autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}`")
-    conn.close()
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
-def _drop(url: str) -> None:
+def _on_server(url: str, statement: str) -> None:
+    """Run ``statement`` on the MariaDB server of ``url`` (no database selected)."""
     import pymysql
     from sqlalchemy.engine import make_url
 
@@ -95,9 +79,28 @@ def _drop(url: str) -> None:
     conn = pymysql.connect(host=parsed.host or "127.0.0.1", port=parsed.port or 3306,
                            user=parsed.username or "root", password=parsed.password or "",
                            autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS `{parsed.database}`")
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def _fresh_database(server_url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    from idgen_server.urls import normalize_url
+
+    url = make_url(normalize_url(server_url))
+    name = f"idgen_capacity_{uuid.uuid4().hex[:10]}"
+    _on_server(str(url.render_as_string(hide_password=False)), f"CREATE DATABASE `{name}`")
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    _on_server(url, f"DROP DATABASE IF EXISTS `{make_url(url).database}`")
 
 
 def _register(url: str) -> None:

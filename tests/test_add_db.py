@@ -13,7 +13,7 @@ from idgen_server.store import SegmentStore
 from tests.support.cli import idgen, init_db
 from tests.support.proxy import behind_proxy
 from tests.support.stores import open_stores, read_row, registered
-from tests.support.threads import Background
+from tests.support.threads import Background, unique_and_increasing
 from tests.support.waiting import wait_until
 
 BIZ = "order"
@@ -267,11 +267,7 @@ def test_one_database_becomes_two_then_three_under_load(make_mariadb, start_serv
         for each in closing:
             each.close()
     errors = [e for c in callers for e in c.errors]
-    every = [i for c in callers for i in c.ids()]
-    assert len(every) == len(set(every)), f"{len(every) - len(set(every))} duplicate IDs"
-    for caller in callers:
-        ids = caller.ids()
-        assert ids == sorted(ids), "a caller's IDs went backwards"
+    every = unique_and_increasing(callers)
     assert errors == [], f"callers saw {len(errors)} errors, the first: {errors[:1]}"
     rows = [read_row(url, BIZ) for url in urls]
     assert [(row.delta, row.remainder) for row in rows] == [(3, 0), (3, 1), (3, 2)]

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["Background", "run_threads"]
+__all__ = ["Background", "run_threads", "unique_and_increasing"]
 
 
 def run_threads(target: Callable[..., object], args: Iterable[Sequence[Any]]) -> None:
@@ -102,3 +102,14 @@ class Background:
             thread.join(timeout)
         if self._crashed:
             raise self._crashed[0]
+
+
+def unique_and_increasing(callers: Sequence[Background]) -> list[int]:
+    """Every ID the callers received; asserts that none came twice and that each
+    caller's (one thread each) increased."""
+    every = [i for caller in callers for i in caller.ids()]
+    assert len(every) == len(set(every)), f"{len(every) - len(set(every))} duplicate IDs"
+    for caller in callers:
+        ids = caller.ids()
+        assert ids == sorted(ids), "a caller's IDs went backwards"
+    return every
