@@ -2,11 +2,12 @@
 
 - ``LocalGenerator``: IDs as an in-process call, fed by whole segments.
 - ``RemoteClient``: ``NextId``/``NextSegment`` over gRPC with failover.
-- ``Sequencer`` and ``Receiver``: per-group message seqs, and gap detection.
+- ``Sequencer`` and ``Receiver``: per-group message seqs, and gap detection;
+  ``Lease``: a shard of groups stamped by one process at a time.
 - The errors, the same on both sides of the wire.
 - ``__version__``: the installed idgen's version.
 
-``LocalGenerator`` and ``RemoteClient`` need gRPC and are imported when first
+``LocalGenerator``, ``RemoteClient`` and ``Lease`` need gRPC and are imported when first
 used; everything else is plain Python, so a process that only receives
 messages (``Receiver``) runs without gRPC installed.
 """
@@ -25,6 +26,7 @@ from idgen_core.errors import (
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
+    NotOwner,
     PermissionDenied,
     QuotaExceeded,
     ServiceUnavailable,
@@ -35,6 +37,7 @@ from idgen_core.segment import INT64_MAX, MAX_COUNT, Segment, validate_biz_type
 from idgen_core.version import installed_version
 
 if TYPE_CHECKING:
+    from idgen_client.lease import Lease
     from idgen_client.local import LocalGenerator
     from idgen_client.remote import RemoteClient
 
@@ -49,7 +52,9 @@ __all__ = [
     "IdGenError",
     "IdSpaceExhausted",
     "InvalidRequest",
+    "Lease",
     "LocalGenerator",
+    "NotOwner",
     "PermissionDenied",
     "QuotaExceeded",
     "Receiver",
@@ -70,7 +75,7 @@ __version__ = installed_version()
 # of its own, Python would print warnings to stderr (its "last resort").
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-_NEED_GRPC = {"LocalGenerator": "idgen_client.local", "RemoteClient": "idgen_client.remote"}
+_NEED_GRPC = {"Lease": "idgen_client.lease", "LocalGenerator": "idgen_client.local", "RemoteClient": "idgen_client.remote"}
 
 
 def __getattr__(name: str) -> object:

@@ -1,5 +1,5 @@
-"""The remote client: ``NextId`` and ``NextSegment`` over gRPC, with failover; and,
-for operators, a server's health and status.
+"""The remote client: ``NextId``, ``NextSegment`` and leases over gRPC, with failover;
+and, for operators, a server's health and status.
 
 It spreads calls across the servers it is given (round robin) and, when one
 answers ``UNAVAILABLE`` or does not answer in time, retries on the next after
@@ -35,6 +35,7 @@ from idgen_client.tls import (
     server_speaks_tls,
 )
 from idgen_core.errors import ConfigError, InvalidRequest, ServiceUnavailable, UnknownBizType
+from idgen_core.leases import validate_holder, validate_lease_name, validate_ttl_ms
 from idgen_core.retry import Backoff
 from idgen_core.segment import (
     Segment,
@@ -157,6 +158,25 @@ class RemoteClient:
             )
         return segment
 
+    def acquire_lease(self, biz_type: str, name: str, holder: str, ttl_ms: int, epoch: int = 0,
+                      *, timeout: float | None = None) -> idgen_pb2.AcquireLeaseResponse:
+        """Ask for the lease (``epoch`` 0) or renew it (the epoch held): the server's answer.
+        ``idgen_client.Lease`` is what applications use; ``timeout`` bounds each attempt."""
+        validate_biz_type(biz_type)
+        validate_lease_name(name)
+        validate_holder(holder)
+        validate_ttl_ms(ttl_ms)
+        request = idgen_pb2.AcquireLeaseRequest(biz_type=biz_type, name=name, holder=holder,
+                                                ttl_ms=ttl_ms, epoch=epoch)
+        return self._call("AcquireLease", request, timeout=timeout)  # type: ignore[no-any-return]
+
+    def release_lease(self, biz_type: str, name: str, holder: str, epoch: int, *,
+                      timeout: float | None = None) -> int:
+        """Free the lease held under ``epoch``: how many databases freed it."""
+        request = idgen_pb2.ReleaseLeaseRequest(biz_type=biz_type, name=name, holder=holder,
+                                                epoch=epoch)
+        return int(self._call("ReleaseLease", request, timeout=timeout).released)
+
     def status(self) -> idgen_pb2.StatusResponse:
         """What a server holds: its buffers and databases (the ``Admin`` service; once tokens
         exist, the token needs the admin scope). With several targets, the next in turn answers."""
@@ -176,9 +196,10 @@ class RemoteClient:
         """Whether the health service reports ``service`` SERVING (see ``health``)."""
         return self.health(service) == "SERVING"
 
-    def _call(self, method: str, request: Message, stubs: Sequence[Any] | None = None
-              ) -> Any:  # the generated stubs are untyped
+    def _call(self, method: str, request: Message, stubs: Sequence[Any] | None = None, *,
+              timeout: float | None = None) -> Any:  # the generated stubs are untyped
         stubs = self._stubs if stubs is None else stubs
+        timeout = self._timeout if timeout is None else min(timeout, self._timeout)
         if self._closed.is_set():
             raise ServiceUnavailable("the ID client is closed")
         last: grpc.RpcError | None = None
@@ -188,7 +209,7 @@ class RemoteClient:
                 break
             turn = next(self._turn) % len(stubs)
             try:
-                return getattr(stubs[turn], method)(request, timeout=self._timeout,
+                return getattr(stubs[turn], method)(request, timeout=timeout,
                                                     metadata=self._metadata)
             except grpc.RpcError as exc:
                 code = exc.code()

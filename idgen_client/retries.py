@@ -35,6 +35,11 @@ class RetryLog:
             return None
         return entry[1], entry[2]
 
+    def clear(self) -> None:
+        """Forget every stamp (a new owner's term: stamps of an old one are not handed back)."""
+        with self._lock:
+            self.entries.clear()
+
     def record(self, key: Hashable, seq: int, prev_seq: int) -> None:
         """Remember a stamp; drop expired entries and those beyond the bound.
 

@@ -28,6 +28,17 @@ has the whole argument):
 6. At most ``max_groups`` groups are remembered (an LRU); forgetting one
    raises the horizon to its last seq, which is what 4 needs.
 
+7. Ownership (``lease=``, ``idgen_client.lease``): only the holder of a
+   group's lease stamps it. A stamp draws its seq first and then checks the
+   lease (one monotonic read against the term's end), so every seq it hands
+   out was drawn while the lease was held, from a segment allocated before any
+   later owner's ``skip_past_all``. The first stamp under a new epoch takes
+   over: with every stripe held it moves the generator above all
+   (``skip_past_all``) and forgets every group and retry, since another owner
+   may have stamped them meanwhile. Every ``Stamp`` carries the epoch, for the
+   message store's check (docs/design.md, section 11). Without the lease, or
+   once it may be lost, ``stamp`` raises ``NotOwner``.
+
 Thread-safety also relies on the GIL making each single ``OrderedDict`` call
 atomic; another stripe's thread may evict a group while its stamp runs, which
 is why a stamp writes its seq back whether or not the group is still there.
@@ -42,7 +53,7 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol, Union
 
 from idgen_client.retries import RetryLog
-from idgen_core.errors import ConfigError, InvalidRequest, ServiceUnavailable
+from idgen_core.errors import ConfigError, InvalidRequest, NotOwner, ServiceUnavailable
 from idgen_core.segment import Segment
 
 __all__ = [
@@ -51,6 +62,7 @@ __all__ = [
     "DEFAULT_RETRY_WINDOW",
     "GroupId",
     "IdSource",
+    "LeaseTerm",
     "Loader",
     "Sequencer",
     "Stamp",
@@ -74,13 +86,16 @@ _STRIPES = 64  # locks; a power of two (module note 1)
 class Stamp(NamedTuple):
     """A message's place in its group: ``prev_seq < seq``; immutable.
 
-    ``prev_seq`` is the seq of the group's previous message (0 for none). A
-    ``NamedTuple`` rather than a frozen dataclass: building one costs ~100 ns
-    instead of ~270 ns, a third of a stamp's budget.
+    ``prev_seq`` is the seq of the group's previous message (0 for none).
+    ``epoch`` is the lease's epoch it was stamped under (0 without a lease): a
+    message store refuses a message whose epoch is below the highest it saved
+    for the group. A ``NamedTuple`` rather than a frozen dataclass: building
+    one costs ~100 ns instead of ~270 ns, a third of a stamp's budget.
     """
 
     seq: int
     prev_seq: int
+    epoch: int = 0
 
 
 _new_stamp = tuple.__new__  # Stamp(...) without the Python-level __new__: ~half the cost
@@ -99,6 +114,17 @@ class IdSource(Protocol):
     def floor(self) -> int: ...
 
 
+class LeaseTerm(Protocol):
+    """What the sequencer needs of a lease (``idgen_client.Lease``)."""
+
+    @property
+    def term(self) -> tuple[int, float]:
+        """``(epoch, until)``: stamps under ``epoch`` while ``clock() < until``; epoch 0: none."""
+        ...
+
+    clock: Callable[[], float]
+
+
 def _check_group(group_id: object) -> None:
     if isinstance(group_id, bool) or not isinstance(group_id, (str, int)):
         raise InvalidRequest(f"group id must be a str or an int, not {type(group_id).__name__}")
@@ -111,7 +137,8 @@ class Sequencer:
     ``LocalGenerator``; the sequencer does not close it. Construction calls
     ``generator.skip_past_all()`` when it has one (one ``NextSegment``;
     ``ServiceUnavailable`` while a database of the server cannot be read),
-    else ``generator.skip_past(floor)`` (enough with one database).
+    else ``generator.skip_past(floor)`` (enough with one database); with a
+    ``lease``, the first stamp under each of its epochs does instead.
     ``loader(group_id) -> int`` is called, outside any lock, for each group
     the sequencer does not remember. Group ids are dict keys: ``1`` and
     ``True`` are one group, ``"1"`` another. The guarantees, and what they
@@ -123,6 +150,7 @@ class Sequencer:
         generator: IdSource,
         *,
         loader: Loader | None = None,
+        lease: LeaseTerm | None = None,
         max_groups: int = DEFAULT_MAX_GROUPS,
         retry_window: float = DEFAULT_RETRY_WINDOW,
         max_retries: int = DEFAULT_MAX_RETRIES,
@@ -137,6 +165,9 @@ class Sequencer:
         self._generator = generator
         self._next_id = generator.next_id
         self._loader = loader
+        self._lease = lease
+        self._lease_clock = lease.clock if lease is not None else clock
+        self._epoch = 0  # the lease's epoch taken over (module note 7)
         self._max_groups = max_groups
         self._stripes = tuple(threading.Lock() for _ in range(_STRIPES))
         # group -> its last seq, least recently stamped first. A group's entry is
@@ -146,16 +177,22 @@ class Sequencer:
         self._retry_log = RetryLog(retry_window, max_retries, clock)
         self._retries = self._retry_log.entries  # read without a lock on the hot path
         self._log_retry = self._retry_log.record
+        self._skips = 0
+        self._horizon = 0
+        if lease is None:
+            self._horizon = self._above_all()
+
+    def _above_all(self) -> int:
+        """Move the generator above every seq stamped before (module note 3); the horizon."""
+        generator = self._generator
         skip_past_all: Callable[[], Segment] | None = getattr(generator, "skip_past_all", None)
         skip_past: Callable[[int], Segment] | None = getattr(generator, "skip_past", None)
         if skip_past_all is not None:
-            self._horizon = skip_past_all().start - 1  # module note 3
-        elif skip_past is not None:
+            return skip_past_all().start - 1
+        if skip_past is not None:
             # A fresh segment: from one database, above everything it allocated before.
-            self._horizon = skip_past(generator.floor).start - 1
-        else:
-            self._horizon = generator.floor  # above what this generator gave, nothing more
-        self._skips = 0
+            return skip_past(generator.floor).start - 1
+        return generator.floor  # above what this generator gave, nothing more
 
     # -- hot path ---------------------------------------------------------------
 
@@ -163,11 +200,12 @@ class Sequencer:
         """The next ``Stamp`` of the group: ``seq`` above every seq the group had.
 
         With a ``client_msg_id``, stamping the same message again within the
-        retry window returns the first ``Stamp``. May block on a segment fetch
-        or the loader; raises what they raise (``ServiceUnavailable``, ...).
+        retry window returns the first ``Stamp`` (of the same epoch). May block on
+        a segment fetch or the loader; raises what they raise (``ServiceUnavailable``,
+        ...), and ``NotOwner`` with a lease not held.
         """
-        # The common case: a remembered group, an ID above its last, no retry. Locals,
-        # and no call but next_id() under the lock: ~0.5 µs of the benchmark's loop.
+        # The common case: a remembered group, an ID above its last, no retry, the lease
+        # held. Locals, and no call but next_id() and the clock under the lock: ~0.5 µs.
         try:
             lock = self._stripes[hash(group_id) & (_STRIPES - 1)]
         except TypeError:  # unhashable: _stamp() names the error
@@ -177,6 +215,7 @@ class Sequencer:
             if type(client_msg_id) is not str:
                 return self._stamp(group_id, client_msg_id)
             key = (group_id, client_msg_id)
+        lease = self._lease
         lock.acquire()
         try:
             # A single OrderedDict.get is atomic under the GIL: no retry lock to read.
@@ -185,7 +224,10 @@ class Sequencer:
                 last = groups.get(group_id)
                 if last is not None:
                     seq = self._next_id()
-                    if seq > last:
+                    # Drawn first, checked after (module note 7).
+                    epoch = self._epoch
+                    if seq > last and (lease is None or (
+                            (term := lease.term)[0] == epoch and self._lease_clock() < term[1])):
                         groups[group_id] = seq
                         try:
                             groups.move_to_end(group_id)
@@ -193,7 +235,7 @@ class Sequencer:
                             pass
                         if key is not None:
                             self._log_retry(key, seq, last)
-                        return _new_stamp(Stamp, (seq, last))
+                        return _new_stamp(Stamp, (seq, last, epoch))
         finally:
             lock.release()
         return self._stamp(group_id, client_msg_id)
@@ -201,7 +243,8 @@ class Sequencer:
     # -- slow path ----------------------------------------------------------------
 
     def _stamp(self, group_id: GroupId, client_msg_id: str | None) -> Stamp:
-        """Everything but the common case: retries, unknown groups, floors to skip."""
+        """Everything but the common case: retries, unknown groups, floors to skip,
+        a lease to take over or not held."""
         _check_group(group_id)
         key: tuple[GroupId, str] | None = None
         if client_msg_id is not None:
@@ -213,11 +256,14 @@ class Sequencer:
         loaded: int | None = None
         skips = 0
         while True:
+            epoch = self._owned(group_id)
             with lock:
+                if epoch != self._epoch:
+                    continue  # taken over meanwhile, by another thread: check again
                 if key is not None:
                     entry = self._retry_log.get(key)
                     if entry is not None:
-                        return _new_stamp(Stamp, entry)
+                        return _new_stamp(Stamp, (*entry, epoch))
                 last = self._groups.get(group_id)
                 if last is not None:
                     floor = prev = last
@@ -230,14 +276,16 @@ class Sequencer:
                     floor = -1  # load first, outside the lock
                 if floor >= 0:
                     seq = self._next_id()
-                    if seq > floor:
+                    if seq > floor and self._still_owned(epoch):
                         self._store(group_id, seq)
                         if key is not None:
                             self._log_retry(key, seq, prev)
-                        return _new_stamp(Stamp, (seq, prev))
+                        return _new_stamp(Stamp, (seq, prev, epoch))
             if floor < 0:
                 loaded = self._load(group_id)
                 continue
+            if seq > floor:
+                continue  # the lease ran out after the draw: _owned() says so
             skips += 1
             if skips > _SKIP_ATTEMPTS:
                 raise ServiceUnavailable(
@@ -245,6 +293,52 @@ class Sequencer:
                     f"group {group_id!r}, after {_SKIP_ATTEMPTS} attempts to move it past: retry later"
                 )
             self._skip_past(floor)
+
+    # -- ownership --------------------------------------------------------------------
+
+    def _still_owned(self, epoch: int) -> bool:
+        lease = self._lease
+        if lease is None:
+            return True
+        term = lease.term
+        return term[0] == epoch and self._lease_clock() < term[1]
+
+    def _owned(self, group_id: GroupId) -> int:
+        """The epoch to stamp under (0 without a lease), taken over if new; ``NotOwner``
+        if the lease is not held. No lock is held."""
+        lease = self._lease
+        if lease is None:
+            return 0
+        epoch, until = lease.term
+        if not epoch or self._lease_clock() >= until:
+            name = getattr(lease, "name", "")
+            raise NotOwner(
+                f"this process does not hold the lease{f' {name!r}' if name else ''} of group "
+                f"{group_id!r} (not granted yet, or not renewed in time): send the message "
+                "through the group's owner, or retry once the lease is held")
+        if epoch != self._epoch:
+            self._take_over(epoch)
+        return epoch
+
+    def _take_over(self, epoch: int) -> None:
+        """Start stamping under a new epoch: above every seq stamped before, by anyone,
+        and nothing remembered of the groups (module note 7). Every stripe is held, so
+        no stamp of the old epoch is under way; taken in order, by one thread at a time."""
+        for lock in self._stripes:
+            lock.acquire()
+        try:
+            if self._epoch == epoch:
+                return  # another thread did
+            horizon = self._above_all()  # after the grant: above what the last owner drew
+            with self._evict_lock:
+                self._groups.clear()
+                self._retry_log.clear()
+                self._horizon = max(self._horizon, horizon)
+            self._epoch = epoch
+            log.info("stamping under epoch %d of the lease, above %d", epoch, horizon)
+        finally:
+            for lock in reversed(self._stripes):
+                lock.release()
 
     def _store(self, group_id: GroupId, seq: int) -> None:
         """Make ``seq`` the group's last, most recently used; evict beyond the bound.

@@ -20,6 +20,7 @@ __all__ = [
     "Unauthenticated",
     "PermissionDenied",
     "QuotaExceeded",
+    "NotOwner",
     "ConfigError",
     "fresh",
     "safe_repr",
@@ -82,6 +83,12 @@ class QuotaExceeded(IdGenError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class NotOwner(IdGenError):
+    """This process does not hold the lease of the groups it was asked to stamp (never
+    had it yet, or may have lost it): send the message through the groups' owner, or
+    retry once the lease is held. Raised by the sequencer; never sent over the wire."""
 
 
 class ConfigError(IdGenError, ValueError):

@@ -42,7 +42,7 @@ from idgen_core.errors import (
 from idgen_core.segment import Segment, validate_floor, validate_steps
 from idgen_server.defaults import DEFAULT_ABOVE_ALL_LIMIT
 from idgen_server.health import DatabaseHealth, Health
-from idgen_server.rows import BizRow, check_residue_set
+from idgen_server.rows import BizRow, check_residue_set, check_row
 from idgen_server.rowset import RowSet
 from idgen_server.stats import Tally
 from idgen_server.store import SegmentStore
@@ -289,6 +289,28 @@ class Allocator:
             f"floor {floor} is above every ID allocated for {biz_type!r} (at most {high}): "
             "a floor must be an ID this service handed out"
         )
+
+    def verified_row(self, biz_type: str, index: int) -> BizRow | None:
+        """Database ``index``'s row of the biz type, read now and checked as an allocation
+        checks the row it cuts from (damage, a move under way, the residue set): None if
+        it has none, ``BizTypeMisconfigured`` (logged) if the checks fail,
+        ``StorageUnavailable`` if it does not answer. What leases stand on."""
+        self._start_watch()
+        try:
+            row = self.stores[index].read(biz_type)
+        except StorageUnavailable as exc:
+            self._health.record(index, ok=False, error=exc)
+            raise
+        self._health.record(index, ok=True)
+        if row is None:
+            self._rows.remember(biz_type, {index: None})
+            return None
+        try:
+            check_row(self.stores[index].name, row)
+            self._rows.check(biz_type, index, row)
+        except BizTypeMisconfigured as exc:
+            raise self._rows.refuse(biz_type, exc) from None
+        return row
 
     def exists(self, biz_type: str) -> bool:
         """Whether any database has the biz type (``StorageUnavailable`` if none answers)."""

@@ -1,4 +1,4 @@
-"""The segment table and the token table, declared once.
+"""The segment, token and lease tables, declared once.
 
 These SQLAlchemy Core objects are the truth; ``sql/*.sql`` carry the same table
 for DBAs who apply schema by hand, and tests/test_schema.py keeps them in step.
@@ -8,9 +8,16 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text, func
 from sqlalchemy.dialects import mysql
 
-__all__ = ["metadata", "segment_table", "token_table"]
+__all__ = ["lease_table", "metadata", "segment_table", "token_table"]
 
 metadata = MetaData()
+
+
+def _ascii(length: int) -> String:
+    """A name column compared byte for byte (MySQL's default collations fold case)."""
+    return String(length).with_variant(
+        mysql.VARCHAR(length, charset="ascii", collation="ascii_bin"), "mysql", "mariadb")
+
 
 segment_table = Table(
     "idgen_segment",
@@ -61,4 +68,23 @@ token_table = Table(
     Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     # Set by `idgen token revoke`; a token revoked in any database is refused.
     Column("revoked_at", DateTime, nullable=True),
+)
+
+lease_table = Table(
+    "idgen_lease",
+    metadata,
+    # A lease of a biz type (idgen_server.leases): a shard of chat groups that one process
+    # at a time stamps. Kept in every database of the biz type; held on a majority.
+    Column("biz_type", _ascii(64), primary_key=True),
+    Column("name", _ascii(64), primary_key=True),
+    # Who holds it: a random id its holder drew (idgen_client.lease); '' once released.
+    Column("holder", _ascii(64), nullable=False),
+    # The grant the holder got: grows with every new holder, never goes down.
+    Column("epoch", BigInteger, nullable=False),
+    # How long the holder asked to keep it, from its last renewal, in milliseconds.
+    Column("ttl_ms", BigInteger, nullable=False),
+    # The optimistic lock: every grant, renewal and release is UPDATE ... WHERE version = :read.
+    Column("version", BigInteger, nullable=False),
+    # For people only: no server compares clocks, only versions.
+    Column("updated_at", DateTime, nullable=False, server_default=func.current_timestamp()),
 )

@@ -1,7 +1,7 @@
 """The gRPC servicer: a thin translation between messages and the server's objects.
 
 ``NextId`` is served from the ``BufferPool``, ``NextSegment`` straight from the
-``Allocator``. Errors become status codes in one place (``_rpc``, with the table
+``Allocator``, the lease calls by ``Leases`` over the same databases. Errors become status codes in one place (``_rpc``, with the table
 in ``idgen_wire.status``), and requests are parsed here rather than by gRPC
 (``add_to_server``), so that even bytes that are no message get INVALID_ARGUMENT.
 Every call passes the ``Gate`` (token, then quota) before it is served.
@@ -26,6 +26,7 @@ from idgen_core.segment import validate_biz_type, validate_count
 from idgen_server.allocator import Allocator
 from idgen_server.buffers import BufferPool
 from idgen_server.gate import Gate
+from idgen_server.leases import Leases
 from idgen_server.stats import RpcStats
 from idgen_server.tokens import Grant
 from idgen_wire import idgen_pb2, idgen_pb2_grpc
@@ -70,6 +71,7 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
     def __init__(self, buffers: BufferPool, allocator: Allocator) -> None:
         self.buffers = buffers
         self.allocator = allocator
+        self.leases = Leases(allocator)
         self._labels = list(zip((s.name for s in allocator.stores), allocator.labels, strict=True))
 
     @_rpc
@@ -89,6 +91,22 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
             biz_type=biz_type, start=segment.start, end=segment.end,
             delta=segment.delta, remainder=segment.remainder,
         )
+
+    @_rpc
+    def AcquireLease(self, request: idgen_pb2.AcquireLeaseRequest, context: grpc.ServicerContext
+                     ) -> idgen_pb2.AcquireLeaseResponse:
+        grant = self.leases.acquire(request.biz_type, request.name, request.holder,
+                                    request.ttl_ms, max(request.epoch, 0))
+        return idgen_pb2.AcquireLeaseResponse(
+            granted=grant.granted, epoch=grant.epoch,
+            retry_after_ms=min(int(grant.retry_after * 1000), 2**32 - 1))
+
+    @_rpc
+    def ReleaseLease(self, request: idgen_pb2.ReleaseLeaseRequest, context: grpc.ServicerContext
+                     ) -> idgen_pb2.ReleaseLeaseResponse:
+        released = self.leases.release(request.biz_type, request.name, request.holder,
+                                       request.epoch)
+        return idgen_pb2.ReleaseLeaseResponse(released=released)
 
     def public_message(self, error: IdGenError, biz_type: str) -> str:
         """What the caller is told of ``error``: databases by label, not URL. The allocator's

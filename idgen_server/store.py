@@ -55,6 +55,7 @@ from idgen_core.segment import INT64_MAX, Segment, validate_biz_type
 from idgen_server.database import DB_ERRORS, Database, lost_race, node_lost
 from idgen_server.defaults import DEFAULT_DB_TIMEOUT
 from idgen_server.highwater import HighWater
+from idgen_server.leasetable import LeaseTable
 from idgen_server.rows import MAX_ROW_STEP, BizRow, check_row, damaged_row, new_registration
 from idgen_server.schema import segment_table
 from idgen_server.stats import Timings
@@ -130,6 +131,8 @@ class SegmentStore:
         (then ``Allocator.labels`` calls it ``db<k>``)."""
         self.tokens = TokenTable(self._db)
         """The database's token table (``idgen_server.tokens``)."""
+        self.leases = LeaseTable(self._db)
+        """The database's lease table (``idgen_server.leasetable``)."""
         self.engine = self._db.engine
         self.create_schema = self._db.create_schema
         self.check_ready = self._db.check_ready

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16idgen_wire/idgen.proto\x12\x08idgen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\rNextIdRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x1d\n\x0eNextIdResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"W\n\x12NextSegmentRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x66loor\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x11\n\tabove_all\x18\x04 \x01(\x08\"e\n\x13NextSegmentResponse\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12\x11\n\tremainder\x18\x05 \x01(\x03\"\x0f\n\rStatusRequest\"\xbb\x01\n\x0eStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07serving\x18\x03 \x01(\x08\x12*\n\tbiz_types\x18\x04 \x03(\x0b\x32\x17.idgen.v1.BizTypeStatus\x12+\n\tdatabases\x18\x05 \x03(\x0b\x32\x18.idgen.v1.DatabaseStatus\"_\n\rSegmentStatus\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\x12\x11\n\tremainder\x18\x04 \x01(\x03\x12\x10\n\x08ids_left\x18\x05 \x01(\x03\"\xcd\x01\n\rBizTypeStatus\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12(\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x17.idgen.v1.SegmentStatus\x12%\n\x04next\x18\x03 \x01(\x0b\x32\x17.idgen.v1.SegmentStatus\x12\x0c\n\x04step\x18\x04 \x01(\x03\x12\x17\n\x0fstep_multiplier\x18\x05 \x01(\r\x12\x0f\n\x07\x66\x65tches\x18\x06 \x01(\x04\x12\r\n\x05waits\x18\x07 \x01(\x04\x12\x12\n\nids_issued\x18\x08 \x01(\x04\"\xb8\x01\n\x0e\x44\x61tabaseStatus\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12)\n\x04rows\x18\x06 \x03(\x0b\x32\x1b.idgen.v1.DatabaseRowStatus\x12\x0c\n\x04node\x18\x07 \x01(\t\"y\n\x11\x44\x61tabaseRowStatus\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\x0e\n\x06max_id\x18\x02 \x01(\x03\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12\x11\n\tremainder\x18\x05 \x01(\x03\x12\x12\n\nrange_used\x18\x06 \x01(\x01\x32\x96\x01\n\x0bIdGenerator\x12;\n\x06NextId\x12\x17.idgen.v1.NextIdRequest\x1a\x18.idgen.v1.NextIdResponse\x12J\n\x0bNextSegment\x12\x1c.idgen.v1.NextSegmentRequest\x1a\x1d.idgen.v1.NextSegmentResponse2D\n\x05\x41\x64min\x12;\n\x06Status\x12\x17.idgen.v1.StatusRequest\x1a\x18.idgen.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16idgen_wire/idgen.proto\x12\x08idgen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\rNextIdRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x1d\n\x0eNextIdResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"W\n\x12NextSegmentRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05\x66loor\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x11\n\tabove_all\x18\x04 \x01(\x08\"e\n\x13NextSegmentResponse\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12\x11\n\tremainder\x18\x05 \x01(\x03\"d\n\x13\x41\x63quireLeaseRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06holder\x18\x03 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x04 \x01(\r\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\"N\n\x14\x41\x63quireLeaseResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\"T\n\x13ReleaseLeaseRequest\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06holder\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\"(\n\x14ReleaseLeaseResponse\x12\x10\n\x08released\x18\x01 \x01(\r\"\x0f\n\rStatusRequest\"\xbb\x01\n\x0eStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07serving\x18\x03 \x01(\x08\x12*\n\tbiz_types\x18\x04 \x03(\x0b\x32\x17.idgen.v1.BizTypeStatus\x12+\n\tdatabases\x18\x05 \x03(\x0b\x32\x18.idgen.v1.DatabaseStatus\"_\n\rSegmentStatus\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\x12\x11\n\tremainder\x18\x04 \x01(\x03\x12\x10\n\x08ids_left\x18\x05 \x01(\x03\"\xcd\x01\n\rBizTypeStatus\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12(\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x17.idgen.v1.SegmentStatus\x12%\n\x04next\x18\x03 \x01(\x0b\x32\x17.idgen.v1.SegmentStatus\x12\x0c\n\x04step\x18\x04 \x01(\x03\x12\x17\n\x0fstep_multiplier\x18\x05 \x01(\r\x12\x0f\n\x07\x66\x65tches\x18\x06 \x01(\x04\x12\r\n\x05waits\x18\x07 \x01(\x04\x12\x12\n\nids_issued\x18\x08 \x01(\x04\"\xb8\x01\n\x0e\x44\x61tabaseStatus\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12)\n\x04rows\x18\x06 \x03(\x0b\x32\x1b.idgen.v1.DatabaseRowStatus\x12\x0c\n\x04node\x18\x07 \x01(\t\"y\n\x11\x44\x61tabaseRowStatus\x12\x10\n\x08\x62iz_type\x18\x01 \x01(\t\x12\x0e\n\x06max_id\x18\x02 \x01(\x03\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\x12\x11\n\tremainder\x18\x05 \x01(\x03\x12\x12\n\nrange_used\x18\x06 \x01(\x01\x32\xb4\x02\n\x0bIdGenerator\x12;\n\x06NextId\x12\x17.idgen.v1.NextIdRequest\x1a\x18.idgen.v1.NextIdResponse\x12J\n\x0bNextSegment\x12\x1c.idgen.v1.NextSegmentRequest\x1a\x1d.idgen.v1.NextSegmentResponse\x12M\n\x0c\x41\x63quireLease\x12\x1d.idgen.v1.AcquireLeaseRequest\x1a\x1e.idgen.v1.AcquireLeaseResponse\x12M\n\x0cReleaseLease\x12\x1d.idgen.v1.ReleaseLeaseRequest\x1a\x1e.idgen.v1.ReleaseLeaseResponse2D\n\x05\x41\x64min\x12;\n\x06Status\x12\x17.idgen.v1.StatusRequest\x1a\x18.idgen.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,20 +40,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NEXTSEGMENTREQUEST']._serialized_end=237
   _globals['_NEXTSEGMENTRESPONSE']._serialized_start=239
   _globals['_NEXTSEGMENTRESPONSE']._serialized_end=340
-  _globals['_STATUSREQUEST']._serialized_start=342
-  _globals['_STATUSREQUEST']._serialized_end=357
-  _globals['_STATUSRESPONSE']._serialized_start=360
-  _globals['_STATUSRESPONSE']._serialized_end=547
-  _globals['_SEGMENTSTATUS']._serialized_start=549
-  _globals['_SEGMENTSTATUS']._serialized_end=644
-  _globals['_BIZTYPESTATUS']._serialized_start=647
-  _globals['_BIZTYPESTATUS']._serialized_end=852
-  _globals['_DATABASESTATUS']._serialized_start=855
-  _globals['_DATABASESTATUS']._serialized_end=1039
-  _globals['_DATABASEROWSTATUS']._serialized_start=1041
-  _globals['_DATABASEROWSTATUS']._serialized_end=1162
-  _globals['_IDGENERATOR']._serialized_start=1165
-  _globals['_IDGENERATOR']._serialized_end=1315
-  _globals['_ADMIN']._serialized_start=1317
-  _globals['_ADMIN']._serialized_end=1385
+  _globals['_ACQUIRELEASEREQUEST']._serialized_start=342
+  _globals['_ACQUIRELEASEREQUEST']._serialized_end=442
+  _globals['_ACQUIRELEASERESPONSE']._serialized_start=444
+  _globals['_ACQUIRELEASERESPONSE']._serialized_end=522
+  _globals['_RELEASELEASEREQUEST']._serialized_start=524
+  _globals['_RELEASELEASEREQUEST']._serialized_end=608
+  _globals['_RELEASELEASERESPONSE']._serialized_start=610
+  _globals['_RELEASELEASERESPONSE']._serialized_end=650
+  _globals['_STATUSREQUEST']._serialized_start=652
+  _globals['_STATUSREQUEST']._serialized_end=667
+  _globals['_STATUSRESPONSE']._serialized_start=670
+  _globals['_STATUSRESPONSE']._serialized_end=857
+  _globals['_SEGMENTSTATUS']._serialized_start=859
+  _globals['_SEGMENTSTATUS']._serialized_end=954
+  _globals['_BIZTYPESTATUS']._serialized_start=957
+  _globals['_BIZTYPESTATUS']._serialized_end=1162
+  _globals['_DATABASESTATUS']._serialized_start=1165
+  _globals['_DATABASESTATUS']._serialized_end=1349
+  _globals['_DATABASEROWSTATUS']._serialized_start=1351
+  _globals['_DATABASEROWSTATUS']._serialized_end=1472
+  _globals['_IDGENERATOR']._serialized_start=1475
+  _globals['_IDGENERATOR']._serialized_end=1783
+  _globals['_ADMIN']._serialized_start=1785
+  _globals['_ADMIN']._serialized_end=1853
 # @@protoc_insertion_point(module_scope)

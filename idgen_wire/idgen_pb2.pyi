@@ -49,6 +49,48 @@ class NextSegmentResponse(_message.Message):
     remainder: int
     def __init__(self, biz_type: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., delta: _Optional[int] = ..., remainder: _Optional[int] = ...) -> None: ...
 
+class AcquireLeaseRequest(_message.Message):
+    __slots__ = ("biz_type", "name", "holder", "ttl_ms", "epoch")
+    BIZ_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    biz_type: str
+    name: str
+    holder: str
+    ttl_ms: int
+    epoch: int
+    def __init__(self, biz_type: _Optional[str] = ..., name: _Optional[str] = ..., holder: _Optional[str] = ..., ttl_ms: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class AcquireLeaseResponse(_message.Message):
+    __slots__ = ("granted", "epoch", "retry_after_ms")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    epoch: int
+    retry_after_ms: int
+    def __init__(self, granted: _Optional[bool] = ..., epoch: _Optional[int] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+
+class ReleaseLeaseRequest(_message.Message):
+    __slots__ = ("biz_type", "name", "holder", "epoch")
+    BIZ_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    biz_type: str
+    name: str
+    holder: str
+    epoch: int
+    def __init__(self, biz_type: _Optional[str] = ..., name: _Optional[str] = ..., holder: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class ReleaseLeaseResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: int
+    def __init__(self, released: _Optional[int] = ...) -> None: ...
+
 class StatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

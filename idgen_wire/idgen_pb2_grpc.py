@@ -46,6 +46,16 @@ class IdGeneratorStub:
                 request_serializer=idgen__wire_dot_idgen__pb2.NextSegmentRequest.SerializeToString,
                 response_deserializer=idgen__wire_dot_idgen__pb2.NextSegmentResponse.FromString,
                 _registered_method=True)
+        self.AcquireLease = channel.unary_unary(
+                '/idgen.v1.IdGenerator/AcquireLease',
+                request_serializer=idgen__wire_dot_idgen__pb2.AcquireLeaseRequest.SerializeToString,
+                response_deserializer=idgen__wire_dot_idgen__pb2.AcquireLeaseResponse.FromString,
+                _registered_method=True)
+        self.ReleaseLease = channel.unary_unary(
+                '/idgen.v1.IdGenerator/ReleaseLease',
+                request_serializer=idgen__wire_dot_idgen__pb2.ReleaseLeaseRequest.SerializeToString,
+                response_deserializer=idgen__wire_dot_idgen__pb2.ReleaseLeaseResponse.FromString,
+                _registered_method=True)
 
 
 class IdGeneratorServicer:
@@ -69,6 +79,24 @@ class IdGeneratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AcquireLease(self, request, context):
+        """Grant or renew a lease: the right to stamp the messages of a shard of
+        chat groups, held by one process at a time (idgen_client.Lease). It is
+        kept in the biz type's databases and needs a majority of them. Safe to
+        retry: a holder asking again gets its own lease back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseLease(self, request, context):
+        """Give a lease up, so that the next holder need not wait for it to expire.
+        Send it only once nothing is stamped under the lease any more.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdGeneratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +109,16 @@ def add_IdGeneratorServicer_to_server(servicer, server):
                     servicer.NextSegment,
                     request_deserializer=idgen__wire_dot_idgen__pb2.NextSegmentRequest.FromString,
                     response_serializer=idgen__wire_dot_idgen__pb2.NextSegmentResponse.SerializeToString,
+            ),
+            'AcquireLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcquireLease,
+                    request_deserializer=idgen__wire_dot_idgen__pb2.AcquireLeaseRequest.FromString,
+                    response_serializer=idgen__wire_dot_idgen__pb2.AcquireLeaseResponse.SerializeToString,
+            ),
+            'ReleaseLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseLease,
+                    request_deserializer=idgen__wire_dot_idgen__pb2.ReleaseLeaseRequest.FromString,
+                    response_serializer=idgen__wire_dot_idgen__pb2.ReleaseLeaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +177,60 @@ class IdGenerator:
             '/idgen.v1.IdGenerator/NextSegment',
             idgen__wire_dot_idgen__pb2.NextSegmentRequest.SerializeToString,
             idgen__wire_dot_idgen__pb2.NextSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcquireLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idgen.v1.IdGenerator/AcquireLease',
+            idgen__wire_dot_idgen__pb2.AcquireLeaseRequest.SerializeToString,
+            idgen__wire_dot_idgen__pb2.AcquireLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idgen.v1.IdGenerator/ReleaseLease',
+            idgen__wire_dot_idgen__pb2.ReleaseLeaseRequest.SerializeToString,
+            idgen__wire_dot_idgen__pb2.ReleaseLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

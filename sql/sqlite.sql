@@ -26,3 +26,15 @@ CREATE TABLE IF NOT EXISTS idgen_token (
     PRIMARY KEY (token_id),
     UNIQUE (name)
 );
+
+-- Leases of the sequencer (idgen_client.lease): one process at a time holds each.
+CREATE TABLE IF NOT EXISTS idgen_lease (
+    biz_type   VARCHAR(64) NOT NULL,  -- the biz type of the seqs
+    name       VARCHAR(64) NOT NULL,  -- the shard of groups it covers
+    holder     VARCHAR(64) NOT NULL,  -- random id of its holder; '' once released
+    epoch      BIGINT      NOT NULL,                       -- grows with every new holder
+    ttl_ms     BIGINT      NOT NULL,                       -- kept this long after a renewal
+    version    BIGINT      NOT NULL,                       -- optimistic lock
+    updated_at DATETIME    NOT NULL DEFAULT CURRENT_TIMESTAMP,  -- for people only
+    PRIMARY KEY (biz_type, name)
+);

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from idgen_server.schema import segment_table, token_table
+from idgen_server.schema import lease_table, segment_table, token_table
 from idgen_server.store import SegmentStore
 from tests.support.databases import database_maker
 
@@ -46,7 +46,7 @@ def test_hand_applied_sql_matches_the_declared_table(two_databases):
             conn.exec_driver_sql(statement)
     store = SegmentStore(declared)
     store.create_schema()
-    for table in (segment_table, token_table):
+    for table in (segment_table, token_table, lease_table):
         assert describe(hand, table) == describe(store.engine, table)
         assert [c[0] for c in describe(hand, table)][:-2] == [c.name for c in table.columns]
     hand.dispose()
