@@ -55,7 +55,7 @@ def _query(data: bytes) -> bytes | None:
 class _Link:
     """One proxied connection: both sockets and the commit trap's state."""
 
-    __slots__ = ("client", "upstream", "pending_update", "swallow", "partitioned")
+    __slots__ = ("client", "upstream", "pending_update", "swallow", "partitioned", "pumps")
 
     def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
         self.client = client
@@ -63,6 +63,7 @@ class _Link:
         self.pending_update: bytes | None = None
         self.swallow = False
         self.partitioned = False
+        self.pumps = 2  # threads still using the sockets: the last one closes them
 
 
 class TcpProxy:
@@ -174,10 +175,20 @@ class TcpProxy:
             if link.partitioned and outbound:
                 # The client gave up; the database never hears of it and keeps the
                 # connection, with its transaction open, until it times it out itself.
-                self._close(src)
+                self._shut(src)
             else:
                 for s in (src, dst):
-                    self._close(s)
+                    self._shut(s)
+            with self._lock:
+                link.pumps -= 1
+                last = link.pumps == 0
+            if last:
+                # Closed only once no thread can be in recv() or sendall() on them: a
+                # socket closed under another thread frees its descriptor number, which
+                # the next file opened takes, and that thread's call then reads or writes
+                # that file (a test's pipe from a server, say).
+                for s in (link.client, link.upstream):
+                    s.close()
 
     def _trap_commit(self, link: _Link, data: bytes) -> bool:
         """True if this packet is the COMMIT to drop the connection on (before it)."""
@@ -204,21 +215,18 @@ class TcpProxy:
         link.partitioned = when == "partition"
         return True
 
-    def _close(self, sock: socket.socket) -> None:
+    def _shut(self, sock: socket.socket) -> None:
+        """End the connection at once (a reset), leaving the socket for its pump to close."""
         with self._lock:
             self._conns.discard(sock)
-        try:
-            # close() alone does not end a connection another thread is blocked in recv()
-            # on: the peer would never learn (a database would keep its transaction open).
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         except OSError:
             pass
         try:
-            sock.close()
+            # Wakes a thread blocked in recv() on it, and the peer learns (a database
+            # would otherwise keep the transaction open).
+            sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -226,11 +234,7 @@ class TcpProxy:
         with self._lock:
             conns = list(self._conns)
         for sock in conns:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._close(sock)
+            self._shut(sock)
 
     def refuse(self) -> None:
         """Close the port and reset every connection: connects fail at once."""
