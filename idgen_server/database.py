@@ -291,8 +291,6 @@ class Database:
             with self.engine.connect() as conn:
                 table = inspect(conn).has_table(segment_table.name)
                 missing = [c.name for c in _missing_columns(conn)] if table else []
-                tables = [t.name for t in metadata.sorted_tables
-                          if t is not segment_table and not inspect(conn).has_table(t.name)]
         except DB_ERRORS as exc:  # whatever a driver raises talking to something that
             raise self.failure(exc) from None  # is not its database
         if not table:
@@ -302,9 +300,6 @@ class Database:
             raise ConfigError(f"database {self.name} has an idgen_segment table from an older "
                               f"idgen (no {', '.join(missing)}): run `idgen init-db --db URL` "
                               "to upgrade it")
-        if tables:
-            raise ConfigError(f"database {self.name} has no {' and no '.join(tables)} table, "
-                              "which this idgen needs: run `idgen init-db --db URL` to add it")
 
     def close(self) -> None:
         """Close the connection pool."""

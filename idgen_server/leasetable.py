@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import func
 
-from idgen_core.errors import BizTypeMisconfigured
+from idgen_core.errors import BizTypeMisconfigured, IdGenError
 from idgen_server.database import DB_ERRORS, Database, lost_race
 from idgen_server.schema import lease_table
 
@@ -48,7 +48,7 @@ class LeaseTable:
                     select(_T.holder, _T.epoch, _T.ttl_ms, _T.version)
                     .where(_T.biz_type == biz_type, _T.name == name)).first()
         except DB_ERRORS as exc:
-            raise self._db.unavailable(exc) from None
+            raise self._failed(exc) from None
         if record is None:
             return None
         numbers = (record.epoch, record.ttl_ms, record.version)
@@ -80,4 +80,18 @@ class LeaseTable:
         except DB_ERRORS as exc:
             if lost_race(exc):
                 return False  # rolled back for another writer: it won
-            raise self._db.unavailable(exc) from None
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: BaseException) -> IdGenError:
+        """``BizTypeMisconfigured`` for a database set up by an idgen without leases (a person
+        runs ``idgen init-db``), else ``StorageUnavailable``."""
+        try:
+            with self._db.engine.connect() as conn:
+                missing = not inspect(conn).has_table(lease_table.name)
+        except DB_ERRORS:
+            missing = False
+        if missing:
+            return BizTypeMisconfigured(
+                f"database {self._db.name} has no {lease_table.name} table, which leases need: "
+                "run `idgen init-db --db URL` for it to add the table")
+        return self._db.unavailable(exc)

@@ -227,3 +227,16 @@ def _break(store):
     def fail(*args, **kwargs):
         raise StorageUnavailable(f"database {store.name} is unreachable")
     store.read = store.leases.read = store.leases.write = fail
+
+
+def test_a_database_set_up_before_leases_existed_says_to_run_init_db(sqlite_url):
+    leases, allocator = leases_over([sqlite_url], Clock())
+    try:
+        with allocator.stores[0].engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE idgen_lease")
+        with pytest.raises(BizTypeMisconfigured, match="no idgen_lease table.*idgen init-db"):
+            leases.acquire(BIZ, "chat", "a", TTL_MS)
+        allocator.stores[0].create_schema()  # what idgen init-db does
+        assert leases.acquire(BIZ, "chat", "a", TTL_MS).granted
+    finally:
+        allocator.close()
