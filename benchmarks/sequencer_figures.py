@@ -8,6 +8,12 @@ every group has been stamped (the steady state, untimed). The
 baseline is the least any sequencer must do, with the same ID stream: a dict of
 each group's last seq, one ``next_id()`` per stamp (no deduplication, no
 persistence). Both are one-argument callables timed by the same loop.
+
+The lease's cost: the same draws stamped by a ``Sequencer`` under a ``Lease``
+held through the benchmark server (renewed in the background, as in
+production) against one without, on the same generator, alternating, best
+of 3 each: a stamp under a lease adds one read of the lease's term and one
+monotonic clock read, and no round trip.
 """
 from __future__ import annotations
 
@@ -51,6 +57,13 @@ def run(ctx: Context) -> None:
             baseline_name="dict of last seqs + next_id(), same loop"))
         for g in GROUPS
     }
+    leased = {
+        g: ctx.run.declare(Row(
+            key=f"sequencer.lease.groups{g}", scenario=5,
+            figure=f"Sequencer.stamp() under a Lease, {g:,} groups", unit="stamps/s",
+            baseline_name="the same Sequencer without a lease, same run", target=">= 0.8x"))
+        for g in GROUPS
+    }
     ctx.run.start(5, "sequencer stamps/s")
     try:
         module = importlib.import_module("idgen_client.sequencer")
@@ -91,4 +104,30 @@ def run(ctx: Context) -> None:
                 if callable(close):
                     close()
             progress(f"  {row.figure}: {row.idgen:,.0f} vs {row.baseline:,.0f} stamps/s")
+            _lease_cost(ctx, gen, sequencer_class, leased[g], names, drawn)
     ctx.run.finish(5)
+
+
+def _lease_cost(ctx: Context, gen: object, sequencer_class: type, row: Row,
+                names: Sequence[str], drawn: Sequence[str]) -> None:
+    """Stamps/s under a lease against without, alternating, best of 3 each."""
+    try:
+        from idgen_client.lease import Lease
+    except Exception as exc:
+        row.skipped = f"idgen_client.lease is not importable ({type(exc).__name__}: {exc})"
+        return
+    with Lease(BIZ_BENCH, "bench", ctx.server("idgen").address) as lease:
+        if not lease.wait(30):
+            row.skipped = "the lease was not granted within 30 s"
+            return
+        free, owned = sequencer_class(gen), sequencer_class(gen, lease=lease)
+        for warm in (free.stamp, owned.stamp):
+            _rate(warm, names)
+        on = off = 0.0
+        for _ in range(3):
+            off = max(off, _rate(free.stamp, drawn))
+            on = max(on, _rate(owned.stamp, drawn))
+        row.idgen, row.baseline = on, off
+        row.met = on / off >= 0.8
+        row.details = {"stamps": len(drawn), "epoch": lease.epoch, "ttl_s": 10.0}
+    progress(f"  {row.figure}: {on:,.0f} vs {off:,.0f} stamps/s ({on / off:.2f}x)")

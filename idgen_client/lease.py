@@ -74,7 +74,10 @@ class Lease:
             self._client, self._owns_client = RemoteClient(targets), True
         self._margin = margin
         self._holder = secrets.token_hex(8)
-        self._term: Term = _NOT_HELD
+        self.term: Term = _NOT_HELD
+        """``(epoch, until)`` of the grant held, or ``(0, -inf)``; read-only. A plain attribute,
+        replaced whole by the lease's thread: a stamp reads it in one step (a property's call
+        cost a fifth of a stamp in the benchmark)."""
         self._granted = threading.Event()
         self._closed = threading.Event()
         self._last_epoch = 0  # the newest grant, released on close
@@ -84,14 +87,9 @@ class Lease:
     # -- what the sequencer reads ---------------------------------------------------
 
     @property
-    def term(self) -> Term:
-        """``(epoch, until)`` of the grant held, or ``(0, -inf)``: one read, no lock."""
-        return self._term
-
-    @property
     def epoch(self) -> int:
         """The epoch held now, 0 if the lease is not held."""
-        epoch, until = self._term
+        epoch, until = self.term
         return epoch if self.clock() < until else 0
 
     def held(self) -> bool:
@@ -114,9 +112,9 @@ class Lease:
         ttl = self._ttl_ms / 1000
         failing = False
         while not self._closed.is_set():
-            epoch, until = self._term
+            epoch, until = self.term
             if epoch and self.clock() >= until:
-                self._term = _NOT_HELD
+                self.term = _NOT_HELD
                 self._granted.clear()
                 log.warning("lost the lease %r of %r (epoch %d): it was not renewed in time; "
                             "asking for it again", self.name, self.biz_type, epoch,
@@ -144,7 +142,7 @@ class Lease:
                 log.info("holding the lease %r of %r, epoch %d", self.name, self.biz_type,
                          reply.epoch, extra={"lease": self.name, "biz_type": self.biz_type,
                                              "epoch": reply.epoch})
-            self._term = (reply.epoch, sent + holder_seconds(self._ttl_ms) - self._margin)
+            self.term = (reply.epoch, sent + holder_seconds(self._ttl_ms) - self._margin)
             self._granted.set()
             self._closed.wait(max(0.0, sent + ttl / 3 - self.clock()))
 
@@ -156,7 +154,7 @@ class Lease:
             return
         self._closed.set()
         self._thread.join()
-        self._term = _NOT_HELD  # from here on, stamp() raises NotOwner
+        self.term = _NOT_HELD  # from here on, stamp() raises NotOwner
         self._granted.clear()
         if self._last_epoch:
             try:

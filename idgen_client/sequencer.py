@@ -117,10 +117,8 @@ class IdSource(Protocol):
 class LeaseTerm(Protocol):
     """What the sequencer needs of a lease (``idgen_client.Lease``)."""
 
-    @property
-    def term(self) -> tuple[int, float]:
-        """``(epoch, until)``: stamps under ``epoch`` while ``clock() < until``; epoch 0: none."""
-        ...
+    term: tuple[int, float]
+    """``(epoch, until)``: stamps under ``epoch`` while ``clock() < until``; epoch 0: none."""
 
     clock: Callable[[], float]
 
