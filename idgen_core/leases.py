@@ -31,6 +31,7 @@ __all__ = [
     "MIN_TTL_MS",
     "holder_seconds",
     "takeover_seconds",
+    "validate_epoch",
     "validate_holder",
     "validate_lease_name",
     "validate_ttl_ms",
@@ -71,6 +72,15 @@ def validate_ttl_ms(ttl_ms: object) -> int:
         raise InvalidRequest(
             f"a lease's ttl must be {MIN_TTL_MS} to {MAX_TTL_MS} ms, got {safe_repr(ttl_ms)}")
     return ttl_ms
+
+
+def validate_epoch(epoch: object) -> int:
+    """``epoch`` if it is 0 (a new grant) or a possible epoch (up to 2^63-1)."""
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= 2**63 - 1:
+        raise InvalidRequest(
+            f"a lease's epoch is 0 to ask for a new grant, or the epoch held to renew or release "
+            f"it, not {safe_repr(epoch)}")
+    return epoch
 
 
 def holder_seconds(ttl_ms: int) -> float:

@@ -33,15 +33,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from idgen_core.errors import StorageUnavailable
+from idgen_core.errors import BizTypeMisconfigured, StorageUnavailable
 from idgen_core.leases import (
     MAX_TTL_MS,
     takeover_seconds,
+    validate_epoch,
     validate_holder,
     validate_lease_name,
     validate_ttl_ms,
 )
-from idgen_core.segment import validate_biz_type
+from idgen_core.segment import INT64_MAX, validate_biz_type
 from idgen_server.allocator import Allocator, unknown_biz_type
 from idgen_server.leasetable import LeaseRow
 
@@ -87,9 +88,18 @@ class Leases:
         validate_lease_name(name)
         validate_holder(holder)
         validate_ttl_ms(ttl_ms)
+        validate_epoch(epoch)
         rows, databases = self._read(biz_type, name)
         need = databases // 2 + 1
+        if epoch and not any(row is not None and row.holder == holder and row.epoch == epoch
+                             for _, row in rows.values()):
+            # Not a grant of this holder's (over, or never made): it asks anew.
+            return LeaseGrant(False, retry_after=max(_RETRY_FLOOR, ttl_ms / 4000))
         target = epoch or max((row.epoch for _, row in rows.values() if row), default=0) + 1
+        if target > INT64_MAX:
+            raise BizTypeMisconfigured(
+                f"the lease {name!r} of {biz_type!r} has reached the highest epoch: delete its "
+                "rows (idgen_lease) once no process stamps under it")
         takeable: list[int] = []
         waits: list[float] = []
         for index, (_, row) in rows.items():
@@ -126,6 +136,7 @@ class Leases:
         validate_biz_type(biz_type)
         validate_lease_name(name)
         validate_holder(holder)
+        validate_epoch(epoch)
         freed = 0
         for store in self._stores:
             try:

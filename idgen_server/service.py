@@ -96,7 +96,7 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
     def AcquireLease(self, request: idgen_pb2.AcquireLeaseRequest, context: grpc.ServicerContext
                      ) -> idgen_pb2.AcquireLeaseResponse:
         grant = self.leases.acquire(request.biz_type, request.name, request.holder,
-                                    request.ttl_ms, max(request.epoch, 0))
+                                    request.ttl_ms, request.epoch)
         return idgen_pb2.AcquireLeaseResponse(
             granted=grant.granted, epoch=grant.epoch,
             retry_after_ms=min(int(grant.retry_after * 1000), 2**32 - 1))

@@ -158,6 +158,51 @@ def test_next_segment_answers_every_request_with_the_precise_status(served, biz_
         assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), details
 
 
+def lease_verdict(biz_type: str, name: str, holder: str, ttl_ms: int | None, epoch: int
+                  ) -> tuple[grpc.StatusCode, str]:
+    """The status a lease request must get, and a word its message must hold."""
+    if biz_type_verdict(biz_type) is grpc.StatusCode.INVALID_ARGUMENT:
+        return grpc.StatusCode.INVALID_ARGUMENT, "biz type"
+    for what, value in (("lease name", name), ("lease holder", holder)):
+        try:
+            validate_biz_type(value)  # the same rules
+        except InvalidRequest:
+            return grpc.StatusCode.INVALID_ARGUMENT, what
+    if ttl_ms is not None and not 200 <= ttl_ms <= 600_000:
+        return grpc.StatusCode.INVALID_ARGUMENT, "ttl"
+    if epoch < 0:
+        return grpc.StatusCode.INVALID_ARGUMENT, "epoch"
+    if biz_type_verdict(biz_type) is grpc.StatusCode.NOT_FOUND:
+        return grpc.StatusCode.NOT_FOUND, "add-biz"
+    return grpc.StatusCode.OK, ""
+
+
+@FUZZ
+@given(biz_type=nasty_text, name=nasty_text, holder=nasty_text, ttl_ms=uint32s, epoch=int64s)
+def test_acquire_lease_answers_every_request_with_the_precise_status(served, biz_type, name,
+                                                                   holder, ttl_ms, epoch):
+    request = idgen_pb2.AcquireLeaseRequest(biz_type=biz_type, name=name, holder=holder,
+                                            ttl_ms=ttl_ms, epoch=epoch)
+    code, details = outcome(served.stub.AcquireLease, request, biz_type)
+    expected, word = lease_verdict(biz_type, name, holder, ttl_ms, epoch)
+    assert code is expected, details
+    assert word in details
+
+
+@FUZZ
+@given(biz_type=nasty_text, name=nasty_text, holder=nasty_text, epoch=int64s)
+def test_release_lease_answers_every_request_with_the_precise_status(served, biz_type, name,
+                                                                   holder, epoch):
+    request = idgen_pb2.ReleaseLeaseRequest(biz_type=biz_type, name=name, holder=holder,
+                                            epoch=epoch)
+    code, details = outcome(served.stub.ReleaseLease, request, biz_type)
+    expected, word = lease_verdict(biz_type, name, holder, None, epoch)
+    if expected is grpc.StatusCode.NOT_FOUND:
+        expected, word = grpc.StatusCode.OK, ""  # nothing of it to free anywhere
+    assert code is expected, details
+    assert word in details
+
+
 def field(number: int, wire_type: int, payload: bytes) -> bytes:
     """One protobuf field, encoded by hand (tags < 16, lengths < 2^21)."""
     key = bytes([number << 3 | wire_type])
@@ -173,7 +218,7 @@ def field(number: int, wire_type: int, payload: bytes) -> bytes:
 
 
 @FUZZ
-@given(method=st.sampled_from(["NextId", "NextSegment"]),
+@given(method=st.sampled_from(["NextId", "NextSegment", "AcquireLease", "ReleaseLease"]),
        name=st.binary(min_size=1, max_size=40).filter(lambda b: not _utf8(b)))
 def test_invalid_utf8_in_a_string_field_is_invalid_argument_not_internal(served, method, name):
     code, details = outcome(served.raw(method), field(1, 2, name) + field(2, 0, b"\x01"))
@@ -182,7 +227,8 @@ def test_invalid_utf8_in_a_string_field_is_invalid_argument_not_internal(served,
 
 
 @FUZZ
-@given(method=st.sampled_from(["NextId", "NextSegment"]), data=st.binary(max_size=200))
+@given(method=st.sampled_from(["NextId", "NextSegment", "AcquireLease", "ReleaseLease"]),
+       data=st.binary(max_size=200))
 def test_arbitrary_bytes_as_a_request_get_a_status_never_internal(served, method, data):
     code, details = outcome(served.raw(method), data)
     assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,

@@ -240,3 +240,12 @@ def test_a_database_set_up_before_leases_existed_says_to_run_init_db(sqlite_url)
         assert leases.acquire(BIZ, "chat", "a", TTL_MS).granted
     finally:
         allocator.close()
+
+
+def test_a_renewal_of_an_epoch_never_granted_to_the_holder_grants_nothing(one_db):
+    leases, _ = one_db
+    assert not leases.acquire(BIZ, "chat", "a", TTL_MS, epoch=2**63 - 1).granted  # no row yet
+    assert leases.acquire(BIZ, "chat", "a", TTL_MS).epoch == 1  # epochs untouched by it
+    assert not leases.acquire(BIZ, "chat", "b", TTL_MS, epoch=1).granted  # a's, not b's
+    with pytest.raises(InvalidRequest, match="epoch is 0 to ask for a new grant"):
+        leases.acquire(BIZ, "chat", "a", TTL_MS, epoch=-1)
