@@ -24,8 +24,22 @@ import time
 from collections.abc import Callable, Sequence
 
 from idgen_client.remote import RemoteClient
-from idgen_core.errors import ConfigError, IdGenError
-from idgen_core.leases import holder_seconds, validate_lease_name, validate_ttl_ms
+from idgen_core.errors import (
+    ConfigError,
+    IdGenError,
+    InvalidRequest,
+    PermissionDenied,
+    Unauthenticated,
+    UnknownBizType,
+    fresh,
+)
+from idgen_core.leases import (
+    MAX_TTL_MS,
+    MIN_TTL_MS,
+    holder_seconds,
+    validate_lease_name,
+    validate_ttl_ms,
+)
 from idgen_core.segment import validate_biz_type
 from idgen_wire.address import DEFAULT_ADDRESS
 
@@ -39,6 +53,7 @@ DEFAULT_TTL = 10.0
 Term = tuple[int, float]
 """``(epoch, until)``: stamping under ``epoch`` is allowed while ``clock() < until``."""
 _NOT_HELD: Term = (0, float("-inf"))
+_PERMANENT = (UnknownBizType, InvalidRequest, Unauthenticated, PermissionDenied)
 
 
 class Lease:
@@ -59,8 +74,9 @@ class Lease:
         validate_lease_name(name)
         try:
             self._ttl_ms = validate_ttl_ms(round(ttl * 1000))
-        except (IdGenError, TypeError, ValueError) as exc:
-            raise ConfigError(f"ttl: {exc}") from None
+        except (IdGenError, TypeError, ValueError, OverflowError):
+            raise ConfigError(f"ttl must be {MIN_TTL_MS / 1000:g} to {MAX_TTL_MS / 1000:g} "
+                              f"seconds, got {ttl!r}") from None
         margin = ttl / 10 if margin is None else margin
         if not 0 <= margin < holder_seconds(self._ttl_ms) / 2:
             raise ConfigError(f"margin must be at least 0 and under half the ttl, got {margin}")
@@ -81,6 +97,9 @@ class Lease:
         self._granted = threading.Event()
         self._closed = threading.Event()
         self._last_epoch = 0  # the newest grant, released on close
+        self.failure: IdGenError | None = None
+        """Why the last request for the lease failed (None once granted): what ``NotOwner``
+        and ``wait()`` report."""
         self._thread = threading.Thread(target=self._run, name=f"idgen-lease-{name}", daemon=True)
         self._thread.start()
 
@@ -97,9 +116,13 @@ class Lease:
         return self.epoch != 0
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the lease is held (True) or ``timeout`` seconds passed (False)."""
+        """Block until the lease is held (True) or ``timeout`` seconds passed (False).
+        Raises at once what no retry can fix: ``UnknownBizType`` (the biz type is not
+        registered), ``InvalidRequest``, ``Unauthenticated``, ``PermissionDenied``."""
         deadline = None if timeout is None else self.clock() + timeout
         while not self.held():
+            if isinstance(self.failure, _PERMANENT):
+                raise fresh(self.failure)
             left = None if deadline is None else deadline - self.clock()
             if self._closed.is_set() or left is not None and left <= 0:
                 return False
@@ -124,14 +147,19 @@ class Lease:
             try:
                 reply = self._client.acquire_lease(self.biz_type, self.name, self._holder,
                                                    self._ttl_ms, epoch, timeout=ttl / 3)
-            except IdGenError as exc:
+            except Exception as exc:  # an IdGenError, or a bug: the lease must not stop for good
+                if not isinstance(exc, IdGenError):
+                    log.exception("asking for the lease %r of %r failed", self.name, self.biz_type)
+                    exc = IdGenError(f"asking for the lease failed: {type(exc).__name__}")
+                self.failure = exc
                 if not failing:
                     log.warning("cannot %s the lease %r of %r: %s", "renew" if epoch else "get",
                                 self.name, self.biz_type, exc)
                 failing = True
-                self._closed.wait(ttl / 10)
+                self._closed.wait(min(ttl / 10, 1.0) if isinstance(exc, _PERMANENT) else ttl / 10)
                 continue
             failing = False
+            self.failure = None
             if not reply.granted:
                 self._closed.wait(min(reply.retry_after_ms / 1000, ttl / 3) or ttl / 10)
                 continue

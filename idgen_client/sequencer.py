@@ -160,6 +160,13 @@ class Sequencer:
             raise ConfigError(f"retry_window must be at least 0 seconds, got {retry_window}")
         if max_retries < 0:
             raise ConfigError(f"max_retries must be at least 0, got {max_retries}")
+        if lease is not None and (not isinstance(getattr(lease, "term", None), tuple)
+                                  or not callable(getattr(lease, "clock", None))):
+            raise ConfigError(f"lease must be an idgen_client.Lease, not {type(lease).__name__}")
+        if lease is not None and not callable(getattr(generator, "skip_past_all", None)):
+            raise ConfigError(
+                "a sequencer under a lease needs a generator with skip_past_all() (a "
+                "LocalGenerator): each new owner must start above every database")
         self._generator = generator
         self._next_id = generator.next_id
         self._loader = loader
@@ -309,11 +316,15 @@ class Sequencer:
             return 0
         epoch, until = lease.term
         if not epoch or self._lease_clock() >= until:
-            name = getattr(lease, "name", "")
+            name, biz_type = getattr(lease, "name", ""), getattr(lease, "biz_type", "")
+            what = f" {name!r}" + (f" (biz type {biz_type!r})" if biz_type else "") if name else ""
+            failure = getattr(lease, "failure", None)
+            why = f"the last request for it failed: {failure}" if failure is not None else \
+                "not granted yet, or not renewed in time"
             raise NotOwner(
-                f"this process does not hold the lease{f' {name!r}' if name else ''} of group "
-                f"{group_id!r} (not granted yet, or not renewed in time): send the message "
-                "through the group's owner, or retry once the lease is held")
+                f"this process does not hold the lease{what} that group {group_id!r} is stamped "
+                f"under ({why}): send the message through the group's owner, or retry once "
+                "the lease is held")
         if epoch != self._epoch:
             self._take_over(epoch)
         return epoch
@@ -321,12 +332,13 @@ class Sequencer:
     def _take_over(self, epoch: int) -> None:
         """Start stamping under a new epoch: above every seq stamped before, by anyone,
         and nothing remembered of the groups (module note 7). Every stripe is held, so
-        no stamp of the old epoch is under way; taken in order, by one thread at a time."""
+        no stamp of the old epoch is under way; taken in order, by one thread at a time.
+        Stamps wait meanwhile (one ``NextSegment``), rather than raise ``NotOwner``."""
         for lock in self._stripes:
             lock.acquire()
         try:
-            if self._epoch == epoch:
-                return  # another thread did
+            if not epoch > self._epoch or self._lease is None or self._lease.term[0] != epoch:
+                return  # another thread took this one over, or a later one: check again
             horizon = self._above_all()  # after the grant: above what the last owner drew
             with self._evict_lock:
                 self._groups.clear()

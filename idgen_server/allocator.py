@@ -262,7 +262,17 @@ class Allocator:
         if not rows:
             raise unknown_biz_type(biz_type)
         check_residue_set(biz_type, self._rows.named(rows), len(self.stores))
+        self.check_complete(biz_type, max(row.delta for row in rows.values()))
         return self._raise_high(biz_type, rows)
+
+    def check_complete(self, biz_type: str, databases: int) -> None:
+        """``BizTypeMisconfigured`` unless this server has all ``databases`` databases of
+        the biz type: what is above every database, and a lease, cannot be known from some."""
+        if databases > len(self.stores):
+            raise BizTypeMisconfigured(
+                f"biz type {biz_type!r} is served by {databases} databases and this server is "
+                f"given {len(self.stores)}: IDs above every database, and leases, need a server "
+                "given all of them (plain IDs are served all the same)")
 
     def _raise_high(self, biz_type: str, rows: Mapping[int, BizRow]) -> int:
         """The highest mark (``SegmentStore.mark``) of the rows just read; remembered."""

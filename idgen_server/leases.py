@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 from idgen_core.errors import BizTypeMisconfigured, StorageUnavailable
 from idgen_core.leases import (
-    MAX_TTL_MS,
     takeover_seconds,
     validate_epoch,
     validate_holder,
@@ -50,8 +49,9 @@ __all__ = ["LeaseGrant", "Leases"]
 
 log = logging.getLogger(__name__)
 
-_FORGET_AFTER = 4 * MAX_TTL_MS / 1000  # seconds: an observation older than any wait it served
+_REMEMBERED = 10_000  # rows under contention whose first sighting is kept
 _RETRY_FLOOR = 0.05  # seconds: the shortest wait suggested to a contender
+_POLL = 0.25  # seconds: the longest (one read of each database per contender and poll)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class LeaseGrant:
     retry_after: float = 0.0
 
 
-_Seen = tuple[int, float]  # a row's version, and when this server first saw it at it
+_Seen = tuple[int, float, float]  # a row's version, when first seen at it, the wait it needs
 
 
 class Leases:
@@ -111,8 +111,9 @@ class Leases:
         if len(takeable) < need:
             # When enough rows may be taken; a renewal refused for good is told a quarter
             # of its ttl, by when its holder asks anew.
+            # Polled at least every _POLL: a lease released meanwhile is taken within it.
             wait = sorted(waits)[need - len(takeable) - 1]
-            wait = min(wait, ttl_ms / 4000)
+            wait = min(wait, ttl_ms / 4000, _POLL)
             return LeaseGrant(False, retry_after=max(_RETRY_FLOOR, wait))
         won: set[int] = set()  # residue classes
         for index in takeable:
@@ -169,6 +170,10 @@ class Leases:
             databases = segment_row.delta
         if not rows and not failed:
             raise unknown_biz_type(biz_type)
+        if databases:
+            # A new holder's first seqs must be above every database (skip_past_all), which a
+            # server given only some of them cannot promise.
+            self._allocator.check_complete(biz_type, databases)
         need = databases // 2 + 1 if databases else len(self._stores) // 2 + 1
         if len(rows) < need:
             raise StorageUnavailable(
@@ -201,13 +206,20 @@ class Leases:
         with self._lock:
             seen = self._seen.get(key)
             if seen is None or seen[0] != row.version:
-                seen = self._seen[key] = (row.version, now)
-                if len(self._seen) > 10_000:
+                seen = self._seen[key] = (row.version, now, takeover_seconds(row.ttl_ms))
+                if len(self._seen) > _REMEMBERED:
                     self._forget(now)
-        return seen[1] + takeover_seconds(row.ttl_ms) - now
+        return seen[1] + seen[2] - now
 
     def _forget(self, now: float) -> None:
-        """Drop observations too old to matter (the lock is held)."""
-        for key in [k for k, (_, at) in self._seen.items() if now - at > _FORGET_AFTER]:
-            del self._seen[key]
+        """Keep at most half of ``_REMEMBERED`` sightings (the lock is held): first those
+        whose wait is over (taken or takeable), then the oldest. Forgetting one only delays
+        a takeover: it is counted again from the next sighting. Amortized: runs once per
+        ``_REMEMBERED / 2`` new sightings at most."""
+        seen = self._seen
+        for key in [k for k, (_, at, wait) in seen.items() if now - at >= wait]:
+            del seen[key]
+        if len(seen) > _REMEMBERED // 2:
+            for key in sorted(seen, key=lambda k: seen[k][1])[:len(seen) - _REMEMBERED // 2]:
+                del seen[key]
 

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from idgen_client import Arrival, Receiver, RemoteClient
+from idgen_client import (
+    Arrival,
+    ConfigError,
+    LocalGenerator,
+    Receiver,
+    RemoteClient,
+    Sequencer,
+    UnknownBizType,
+)
 from idgen_client.lease import Lease
 from idgen_core.leases import takeover_seconds
 from tests.support.owner import BIZ, MessageStore
@@ -147,6 +155,11 @@ def check(owners: list[Owner], store_path: str, shown: Shown) -> Counter[str]:
     assert max(seqs.values()) == 1, "a seq stamped twice"
     ids = Counter(seq for _, _, seq, *_ in rows)
     assert max(ids.values()) == 1, "a seq used in two groups"
+    # The store's check: once a group has a message of an epoch, none of an older one is saved.
+    newest: dict[str, int] = {}
+    for _, group, seq, _, epoch, message_id in rows:  # in the order they were saved
+        assert epoch >= newest.get(group, 0), f"{message_id} of epoch {epoch} saved after a later owner's"
+        newest[group] = epoch
     return Counter(acked=len(acked), late=len(shown.late), saved=len(rows))
 
 
@@ -301,3 +314,19 @@ def test_a_lease_through_a_server_is_renewed_and_released_to_the_next_holder(cha
         finally:
             first.close()
             second.close()
+
+
+def test_a_lease_of_an_unregistered_biz_type_says_so_and_bad_settings_are_named(chat):
+    address, _ = chat
+    with RemoteClient(address) as client:
+        with Lease("nosuch", "rooms", client, ttl=1.0) as lease:
+            with pytest.raises(UnknownBizType, match="idgen add-biz nosuch"):
+                lease.wait(10)
+            assert "not registered" in str(lease.failure)
+        with pytest.raises(ConfigError, match="ttl must be 0.2 to 600 seconds, got 0.05"):
+            Lease(BIZ, "rooms", client, ttl=0.05)
+        with pytest.raises(ConfigError, match="got nan"):
+            Lease(BIZ, "rooms", client, ttl=float("nan"))
+        with LocalGenerator(BIZ, client) as generator:
+            with pytest.raises(ConfigError, match="lease must be an idgen_client.Lease, not str"):
+                Sequencer(generator, lease="rooms")

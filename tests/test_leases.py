@@ -132,19 +132,21 @@ def test_a_grant_needs_a_majority_of_the_databases(three_urls, monkeypatch):
         allocator.close()
 
 
-def test_a_server_given_some_of_the_databases_needs_a_majority_of_them_all(three_urls):
+def test_a_server_given_some_of_the_databases_grants_no_lease(three_urls):
+    """A new holder starts above every database: a server without all of them cannot
+    promise that, neither for a lease nor for IDs above all."""
     for store in registered(three_urls, BIZ, step=100):
         store.close()
-    clock = Clock()
-    two, two_allocator = leases_over(three_urls[:2], clock, register=False)
-    one, one_allocator = leases_over(three_urls[2:], clock, register=False)
+    leases, allocator = leases_over(three_urls[:2], Clock(), register=False)
     try:
-        assert two.acquire(BIZ, "chat", "a", TTL_MS).epoch == 1  # 2 of 3
-        with pytest.raises(StorageUnavailable, match="needs 2 of its databases, and 1 answered"):
-            one.acquire(BIZ, "chat", "b", TTL_MS)
+        with pytest.raises(BizTypeMisconfigured, match="served by 3 databases and this server "
+                                                       "is given 2"):
+            leases.acquire(BIZ, "chat", "a", TTL_MS)
+        with pytest.raises(BizTypeMisconfigured, match="given all of them"):
+            allocator.highest(BIZ)
+        assert allocator.allocate(BIZ).delta == 3  # plain IDs: served all the same
     finally:
-        two_allocator.close()
-        one_allocator.close()
+        allocator.close()
 
 
 def test_rows_that_fail_the_checks_of_an_allocation_grant_nothing(three_urls):

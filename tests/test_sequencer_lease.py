@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import pytest
 
-from idgen_client import NotOwner, Sequencer
+from idgen_client import ConfigError, NotOwner, Sequencer
 from idgen_core.buffer import DoubleBuffer
 from tests.support.fakes import Clock, Source
 from tests.support.threads import run_threads
@@ -29,6 +29,18 @@ class FakeLease:
         self.term = (epoch, until)
 
 
+class Generator(DoubleBuffer):
+    """A double buffer over one source that, as ``LocalGenerator`` does, can move above
+    everything the source ever allocated (``skip_past_all``)."""
+
+    def __init__(self, source: Source) -> None:
+        super().__init__(source, name="test")
+        self.source = source
+
+    def skip_past_all(self):
+        return self.skip_past(self.source.max_id)
+
+
 @pytest.fixture
 def source():
     return Source(step=50)
@@ -36,14 +48,20 @@ def source():
 
 @pytest.fixture
 def buffer(source):
-    with DoubleBuffer(source, name="test") as buffer:
+    with Generator(source) as buffer:
         yield buffer
+
+
+def test_a_lease_needs_a_generator_that_can_move_above_every_database(source):
+    with DoubleBuffer(source, name="plain") as plain:
+        with pytest.raises(ConfigError, match="skip_past_all"):
+            Sequencer(plain, lease=FakeLease())
 
 
 def test_without_the_lease_nothing_is_stamped(buffer):
     lease = FakeLease(0, float("-inf"))
     sequencer = Sequencer(buffer, lease=lease)
-    with pytest.raises(NotOwner, match="does not hold the lease 'chat-7' of group 'g'"):
+    with pytest.raises(NotOwner, match="does not hold the lease .chat-7. that group .g. is stamped under"):
         sequencer.stamp("g")
     lease.term = (1, START + 10)
     assert sequencer.stamp("g").epoch == 1
@@ -63,7 +81,7 @@ def test_once_the_term_ends_stamps_stop_until_it_is_renewed(buffer):
 def test_a_term_that_ends_while_the_seq_is_drawn_stamps_nothing(source):
     lease = FakeLease(2, START + 10)
 
-    class SlowGenerator(DoubleBuffer):
+    class SlowGenerator(Generator):
         slow = False
 
         def next_id(self) -> int:
@@ -72,7 +90,7 @@ def test_a_term_that_ends_while_the_seq_is_drawn_stamps_nothing(source):
                 lease.clock.now = START + 11  # a pause between the draw and the check
             return seq
 
-    with SlowGenerator(source, name="slow") as generator:
+    with SlowGenerator(source) as generator:
         sequencer = Sequencer(generator, lease=lease)
         first = sequencer.stamp("g")
         generator.slow = True
