@@ -199,7 +199,9 @@ def by_epoch(owner: Owner) -> dict[int, list[int]]:
     return seqs
 
 
-def test_a_rolling_deploy_hands_the_groups_over_without_losing_a_message(chat, start_owner):
+def contended(chat, start_owner) -> tuple[str, Follower, Owner, Owner]:
+    """The store, its follower, an owner that has saved 300 messages, and a second owner
+    started meanwhile that is refused (NotOwner): where each handover test begins."""
     address, store = chat
     follower = Follower(store)
     follower.start()
@@ -207,6 +209,11 @@ def test_a_rolling_deploy_hands_the_groups_over_without_losing_a_message(chat, s
     wait_for_acks(old, 300)
     new = start_owner(address, store, "new")  # the old one has not stopped yet
     wait_until(lambda: "notowner" in new.lines, 10, "the new owner to be refused")
+    return store, follower, old, new
+
+
+def test_a_rolling_deploy_hands_the_groups_over_without_losing_a_message(chat, start_owner):
+    store, follower, old, new = contended(chat, start_owner)
     time.sleep(1.0)  # both running, both stamping (or trying to) the same groups
     assert not new.acks()
     old.stop()
@@ -219,13 +226,7 @@ def test_a_rolling_deploy_hands_the_groups_over_without_losing_a_message(chat, s
 
 
 def test_an_owner_paused_longer_than_its_lease_is_fenced_off(chat, start_owner):
-    address, store = chat
-    follower = Follower(store)
-    follower.start()
-    old = start_owner(address, store, "old")
-    wait_for_acks(old, 300)
-    new = start_owner(address, store, "new")
-    wait_until(lambda: "notowner" in new.lines, 10, "the new owner to be refused")
+    store, follower, old, new = contended(chat, start_owner)
     old.process.send_signal(signal.SIGSTOP)  # a GC pause, a stopped VM
     paused = time.monotonic()
     wait_for_acks(new, 300, timeout=TTL * 10)
@@ -244,13 +245,7 @@ def test_an_owner_paused_longer_than_its_lease_is_fenced_off(chat, start_owner):
 
 
 def test_after_kill_9_the_next_owner_takes_over_once_the_lease_expired(chat, start_owner):
-    address, store = chat
-    follower = Follower(store)
-    follower.start()
-    old = start_owner(address, store, "old")
-    wait_for_acks(old, 300)
-    new = start_owner(address, store, "new")
-    wait_until(lambda: "notowner" in new.lines, 10, "the new owner to be refused")
+    store, follower, old, new = contended(chat, start_owner)
     old.process.kill()
     killed = time.monotonic()
     wait_for_acks(new, 300, timeout=TTL * 10)
