@@ -16,7 +16,6 @@ argument or, when not given, from the environment (``IDGEN_TOKEN``,
 from __future__ import annotations
 
 import itertools
-import os
 import random
 import threading
 from collections.abc import Mapping, Sequence
@@ -26,40 +25,24 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from idgen_client.tls import (
-    CA_FILE,
-    CERT_FILE,
-    KEY_FILE,
-    channel_credentials,
-    explain_failure,
-    server_speaks_tls,
+from idgen_client.calls import (
+    RETRYABLE,
+    acquire_lease_request,
+    client_settings,
+    next_id_request,
+    next_segment_request,
+    no_answer,
+    release_lease_request,
+    segment_from,
 )
-from idgen_core.errors import ConfigError, InvalidRequest, ServiceUnavailable, UnknownBizType
-from idgen_core.leases import validate_holder, validate_lease_name, validate_ttl_ms
-from idgen_core.retry import Backoff
-from idgen_core.segment import (
-    Segment,
-    validate_biz_type,
-    validate_count,
-    validate_floor,
-    validate_steps,
-)
+from idgen_client.tls import server_speaks_tls
+from idgen_core.errors import ServiceUnavailable, UnknownBizType
+from idgen_core.segment import Segment
 from idgen_wire import idgen_pb2, idgen_pb2_grpc
-from idgen_wire.address import DEFAULT_ADDRESS, parse_targets
-from idgen_wire.auth import TOKEN_ENV, bearer
+from idgen_wire.address import DEFAULT_ADDRESS
 from idgen_wire.status import error_from
 
 __all__ = ["RemoteClient"]
-
-_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-# gRPC's default reconnect backoff grows to 120 s: after a server was down for a while, a
-# channel kept failing calls for seconds (minutes after long outages) once it was back.
-# A dead server costs a refused connect per second at most; a returned one is used at once.
-_CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
 
 
 class RemoteClient:
@@ -95,30 +78,16 @@ class RemoteClient:
         tls_server_name: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        env = os.environ if env is None else env
-        token = token if token is not None else env.get(TOKEN_ENV) or None
-        ca_file = ca_file or env.get(CA_FILE[1]) or None
-        cert_file = cert_file or env.get(CERT_FILE[1]) or None
-        key_file = key_file or env.get(KEY_FILE[1]) or None
-        self._tls = bool(tls) or bool(ca_file or cert_file)
-        if tls is False and (ca_file or cert_file):
-            raise ConfigError("tls=False, but TLS files are given (ca_file, cert_file or IDGEN_TLS_*)")
-        self._client_cert = cert_file is not None
-        self._metadata = _token_metadata(token)
-        if not timeout > 0:
-            raise ConfigError(f"timeout must be positive, got {timeout}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigError(f"retries must be a whole number, at least 0, got {retries!r}")
-        self.targets = parse_targets(targets)
-        self._timeout = timeout
-        self._backoff = Backoff(backoff, max_backoff, attempts=retries + 1)
-        if self._tls:
-            credentials = channel_credentials(ca_file, cert_file, key_file)
-            options = _CHANNEL_OPTIONS + ((("grpc.ssl_target_name_override", tls_server_name),)
-                                          if tls_server_name else ())
-            self._channels = [grpc.secure_channel(t, credentials, options=options) for t in self.targets]
+        self._settings = settings = client_settings(
+            targets, timeout=timeout, retries=retries, backoff=backoff, max_backoff=max_backoff,
+            token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file, tls=tls,
+            tls_server_name=tls_server_name, env=env)
+        self.targets = list(settings.targets)
+        if settings.credentials is not None:
+            self._channels = [grpc.secure_channel(t, settings.credentials, options=settings.options)
+                              for t in self.targets]
         else:
-            self._channels = [grpc.insecure_channel(t, options=_CHANNEL_OPTIONS) for t in self.targets]
+            self._channels = [grpc.insecure_channel(t, options=settings.options) for t in self.targets]
         self._stubs = [idgen_pb2_grpc.IdGeneratorStub(c) for c in self._channels]
         self._admin = [idgen_pb2_grpc.AdminStub(c) for c in self._channels]
         self._health = [health_pb2_grpc.HealthStub(c) for c in self._channels]
@@ -127,9 +96,7 @@ class RemoteClient:
 
     def next_ids(self, biz_type: str, count: int) -> list[int]:
         """``count`` new IDs, increasing. Raises ``IdGenError`` subclasses."""
-        validate_biz_type(biz_type)
-        request = idgen_pb2.NextIdRequest(biz_type=biz_type, count=validate_count(count))
-        return list(self._call("NextId", request).ids)
+        return list(self._call("NextId", next_id_request(biz_type, count)).ids)
 
     def next_id(self, biz_type: str) -> int:
         """One new ID (a round trip per ID: prefer ``next_ids`` or ``LocalGenerator``)."""
@@ -142,39 +109,20 @@ class RemoteClient:
         ``above_all``: also above every ID any database allocated before the call
         (``ServiceUnavailable`` while one of them cannot be read).
         """
-        validate_biz_type(biz_type)
-        validate_floor(floor)
-        validate_steps(steps)
-        request = idgen_pb2.NextSegmentRequest(biz_type=biz_type, floor=floor, steps=steps,
-                                               above_all=above_all)
-        reply = self._call("NextSegment", request)
-        try:
-            segment = Segment(reply.start, reply.end, reply.delta, reply.remainder)
-        except InvalidRequest as exc:
-            raise ServiceUnavailable(f"the server sent a malformed segment ({exc})") from None
-        if segment.start <= floor:
-            raise ServiceUnavailable(
-                f"the server sent a segment starting at {segment.start}, not above the floor {floor}"
-            )
-        return segment
+        request = next_segment_request(biz_type, floor, steps, above_all)
+        return segment_from(self._call("NextSegment", request), floor)
 
     def acquire_lease(self, biz_type: str, name: str, holder: str, ttl_ms: int, epoch: int = 0,
                       *, timeout: float | None = None) -> idgen_pb2.AcquireLeaseResponse:
         """Ask for the lease (``epoch`` 0) or renew it (the epoch held): the server's answer.
         ``idgen_client.Lease`` is what applications use; ``timeout`` bounds each attempt."""
-        validate_biz_type(biz_type)
-        validate_lease_name(name)
-        validate_holder(holder)
-        validate_ttl_ms(ttl_ms)
-        request = idgen_pb2.AcquireLeaseRequest(biz_type=biz_type, name=name, holder=holder,
-                                                ttl_ms=ttl_ms, epoch=epoch)
+        request = acquire_lease_request(biz_type, name, holder, ttl_ms, epoch)
         return self._call("AcquireLease", request, timeout=timeout)  # type: ignore[no-any-return]
 
     def release_lease(self, biz_type: str, name: str, holder: str, epoch: int, *,
                       timeout: float | None = None) -> int:
         """Free the lease held under ``epoch``: how many databases freed it."""
-        request = idgen_pb2.ReleaseLeaseRequest(biz_type=biz_type, name=name, holder=holder,
-                                                epoch=epoch)
+        request = release_lease_request(biz_type, name, holder, epoch)
         return int(self._call("ReleaseLease", request, timeout=timeout).released)
 
     def status(self) -> idgen_pb2.StatusResponse:
@@ -199,38 +147,37 @@ class RemoteClient:
     def _call(self, method: str, request: Message, stubs: Sequence[Any] | None = None, *,
               timeout: float | None = None) -> Any:  # the generated stubs are untyped
         stubs = self._stubs if stubs is None else stubs
-        timeout = self._timeout if timeout is None else min(timeout, self._timeout)
+        settings = self._settings
+        timeout = settings.timeout if timeout is None else min(timeout, settings.timeout)
         if self._closed.is_set():
             raise ServiceUnavailable("the ID client is closed")
         last: grpc.RpcError | None = None
-        attempts = self._backoff.attempts or 1
+        attempts = settings.backoff.attempts or 1
         for attempt in range(attempts):
-            if attempt and self._closed.wait(self._backoff.delay(attempt)):
+            if attempt and self._closed.wait(settings.backoff.delay(attempt)):
                 break
             turn = next(self._turn) % len(stubs)
             try:
                 return getattr(stubs[turn], method)(request, timeout=timeout,
-                                                    metadata=self._metadata)
+                                                    metadata=settings.metadata)
             except grpc.RpcError as exc:
                 code = exc.code()
-                if code not in _RETRYABLE:
+                if code not in RETRYABLE:
                     raise error_from(exc) from None
                 if code is grpc.StatusCode.UNAVAILABLE:
                     self._raise_if_misconfigured(exc.details() or "", self.targets[turn])
                 last = exc
-        tried = ", ".join(self.targets)
-        detail = last.details() if last is not None else "client closed"
-        raise ServiceUnavailable(
-            f"no ID server answered after {attempts} attempts ({tried}): {detail}"
-        ) from None
+        raise no_answer(settings, attempts, last) from None
 
     def _raise_if_misconfigured(self, details: str, target: str) -> None:
         """Raise ``ServiceUnavailable`` at once, explained, for a failure no retry can fix."""
-        explanation = explain_failure(details, tls=self._tls, client_cert=self._client_cert)
+        settings = self._settings
+        explanation = settings.explain(details)
         if explanation is None:
             return
         # A plaintext client's "closed" is only likely to be a TLS server: ask the server.
-        if not self._tls and server_speaks_tls(target, timeout=self._timeout) is not True:
+        if settings.needs_confirmation and \
+                server_speaks_tls(target, timeout=settings.timeout) is not True:
             return
         raise ServiceUnavailable(explanation)
 
@@ -247,17 +194,4 @@ class RemoteClient:
         self.close()
 
     def __repr__(self) -> str:  # never the token
-        return f"RemoteClient({', '.join(self.targets)}{', TLS' if self._tls else ''})"
-
-
-def _token_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
-    """The call metadata carrying ``token``; ``ConfigError`` (never quoting it) if it cannot be sent."""
-    if token is None:
-        return None
-    if not isinstance(token, str) or not token.strip() or not token.isascii() \
-            or not token.isprintable() or any(c.isspace() for c in token.strip()):
-        raise ConfigError(f"the token ({TOKEN_ENV} or token=) must be one word of printable ASCII, "
-                          "as `idgen token create` printed it")
-    return (bearer(token.strip()),)
-
-
+        return f"RemoteClient({', '.join(self.targets)}{', TLS' if self._settings.tls else ''})"
