@@ -35,7 +35,7 @@ from idgen_core.errors import (
 from idgen_core.retry import Backoff
 from idgen_core.segment import Segment
 
-__all__ = ["IDLE_CHECK", "Fetcher", "Owner", "fetch_above"]
+__all__ = ["IDLE_CHECK", "Fetcher", "Owner", "FailureLog", "as_idgen_error", "check_above", "fetch_above", "is_permanent"]
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,12 @@ IDLE_CHECK = 5.0
 """Seconds between the idle thread's checks that its buffer still exists."""
 
 _PERMANENT = (UnknownBizType, IdSpaceExhausted, InvalidRequest, Unauthenticated, PermissionDenied)
-"""Errors that retrying cannot fix: the fetcher stops and hands them to callers. A token
-that is refused stays refused until the process is given another one."""
+
+
+def is_permanent(error: IdGenError) -> bool:
+    """Whether retrying a fetch cannot fix ``error``: then a fetcher stops and hands it to
+    callers. A token that is refused stays refused until the process is given another one."""
+    return isinstance(error, _PERMANENT)
 
 
 class Owner(Protocol):
@@ -63,7 +67,12 @@ class Owner(Protocol):
 
 def fetch_above(fetch: Callable[[int], Segment], floor: int) -> Segment:
     """``fetch(floor)``, refused unless every ID of the segment is above ``floor``."""
-    segment = fetch(floor)
+    return check_above(fetch(floor), floor)
+
+
+def check_above(segment: Segment, floor: int) -> Segment:
+    """``segment`` if every ID of it is above ``floor``, else ``ServiceUnavailable``: a
+    source that breaks this would make a buffer's IDs go back."""
     if segment.start <= floor:
         raise ServiceUnavailable(
             f"the segment source returned IDs from {segment.start}, not above {floor}")
@@ -90,7 +99,7 @@ class Fetcher:
         self._retry = retry
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._logged: str | None = None  # the last failure logged
+        self._failures = FailureLog(name)
         self.busy = False
         self.error: IdGenError | None = None
         self.exhausted = False
@@ -145,11 +154,7 @@ class Fetcher:
             except Exception as exc:  # noqa: BLE001 - every failure is handed to callers
                 # A copy: the original's traceback holds the fetch's frames, which may
                 # lead back to the buffer, and this thread is about to wait with it.
-                failure: IdGenError | None = fresh(_as_idgen_error(exc, self._name))
-                if not isinstance(exc, IdGenError) and str(failure) != self._logged:
-                    # Not one of ours: a bug or an unforeseen driver error. Its traceback
-                    # once per kind, like the warning (only this thread writes _logged).
-                    log.error("fetching a segment for %r failed", self._name, exc_info=exc)
+                failure: IdGenError | None = self._failures.failed(exc)
             else:
                 failure = None
             del fetch
@@ -160,7 +165,8 @@ class Fetcher:
                 else:
                     buffer = self._buffer()
                     if buffer is None or buffer._take(segment):
-                        self._logged = None
+                        self.error = None
+                        self._failures.clear()
                         self.busy = False
                         self._cond.notify_all()
                         return
@@ -177,22 +183,45 @@ class Fetcher:
     def _failed(self, error: IdGenError) -> bool:
         """Record a failed fetch for callers; True if no retry should follow.
         Caller holds the lock."""
-        # Once per kind of failure, not once per retry: a refusal lasts until a
-        # person acts, and the retries would bury everything else in the log.
-        if str(error) != self._logged:
-            log.warning("fetching a segment for %r failed: %s", self._name, error)
-            self._logged = str(error)
         self.error = error
         if isinstance(error, IdSpaceExhausted):
             self.exhausted = True
-        done = isinstance(error, _PERMANENT) or self._stop.is_set()
+        done = is_permanent(error) or self._stop.is_set()
         if done:
             self.busy = False
         self._cond.notify_all()
         return done
 
 
-def _as_idgen_error(exc: Exception, name: str) -> IdGenError:
+class FailureLog:
+    """Turns each failed fetch into the error callers get, and logs each kind once.
+
+    Once per kind of failure, not once per retry: a refusal lasts until a person acts, and
+    the retries would bury everything else in the log. A failure that is not one of
+    idgen's errors (a bug, an unforeseen driver error) is logged with its traceback.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logged: str | None = None
+
+    def failed(self, exc: Exception) -> IdGenError:
+        """The error to hand callers for ``exc``: a copy, without the fetch's frames."""
+        failure = fresh(as_idgen_error(exc, self._name))
+        if str(failure) != self._logged:
+            self._logged = str(failure)
+            if isinstance(exc, IdGenError):
+                log.warning("fetching a segment for %r failed: %s", self._name, failure)
+            else:
+                log.error("fetching a segment for %r failed: %s", self._name, failure, exc_info=exc)
+        return failure
+
+    def clear(self) -> None:
+        """A fetch succeeded: the next failure is news again."""
+        self._logged = None
+
+
+def as_idgen_error(exc: Exception, name: str) -> IdGenError:
     """``exc`` as callers get it: an ``IdGenError`` as it is; anything else (a bug, an
     unforeseen driver error) as ``ServiceUnavailable``."""
     if isinstance(exc, IdGenError):

@@ -1,6 +1,7 @@
 """Stand-ins with no network and no database: a segment source, a clock, a spy."""
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 from idgen_core.segment import Segment
 from idgen_server.rows import residue_class
 
-__all__ = ["Clock", "Source", "residue_sources", "spy"]
+__all__ = ["AsyncSource", "Clock", "Source", "residue_sources", "spy"]
 
 
 class Source:
@@ -40,6 +41,39 @@ class Source:
             low = max(self.max_id, floor)
             self.max_id = low + self.step
             return Segment.claimed(low, self.max_id, self.delta, self.remainder)
+
+
+class AsyncSource:
+    """``Source`` as a coroutine function, for the asyncio buffer. It records the name of
+    the task each call ran in; ``gate`` (an ``asyncio.Event``) holds calls until it is set,
+    and ``delay`` makes each call take that many seconds, without blocking the loop."""
+
+    def __init__(self, step: int = 100, delta: int = 1, remainder: int = 0) -> None:
+        self.source = Source(step, delta, remainder)
+        self.tasks: list[str] = []
+        self.gate: asyncio.Event | None = None
+        self.delay = 0.0
+
+    @property
+    def floors(self) -> list[int]:
+        return self.source.floors
+
+    @property
+    def fail(self) -> Exception | None:
+        return self.source.fail
+
+    @fail.setter
+    def fail(self, error: Exception | None) -> None:
+        self.source.fail = error
+
+    async def __call__(self, floor: int) -> Segment:
+        task = asyncio.current_task()
+        self.tasks.append(task.get_name() if task is not None else "")
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return self.source(floor)
 
 
 def residue_sources(count: int, step: int) -> list[Source]:

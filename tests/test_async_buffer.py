@@ -1,0 +1,202 @@
+"""The asyncio double buffer, driven by plain coroutine fetch functions (no network)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from idgen_client import (
+    IdSpaceExhausted,
+    InvalidRequest,
+    PermissionDenied,
+    Segment,
+    ServiceUnavailable,
+    Unauthenticated,
+    UnknownBizType,
+)
+from idgen_core.async_buffer import AsyncDoubleBuffer, WouldWait
+from idgen_core.errors import StorageUnavailable
+from idgen_core.retry import Backoff
+from tests.support.fakes import AsyncSource
+from tests.support.tasks import no_task_outlives_its_test  # noqa: F401 (autouse)
+
+
+async def test_ids_increase_across_many_segments_and_batches():
+    async with AsyncDoubleBuffer(AsyncSource(step=7)) as buffer:
+        ids = [await buffer.next_id() for _ in range(500)]
+        for n in (1, 9, 25, 3, 100):
+            batch = await buffer.next_ids(n)
+            assert len(batch) == n
+            ids += batch
+    assert ids == sorted(set(ids)) and ids[0] == 1
+
+
+async def test_fetches_run_as_tasks_and_the_steady_state_never_waits():
+    source = AsyncSource(step=1000)
+    async with AsyncDoubleBuffer(source, name="t") as buffer:
+        await buffer.next_id()  # the first segment: the caller waits for it
+        for _ in range(20_000):
+            await buffer.next_id()
+            if buffer._task is not None:
+                await asyncio.sleep(0)  # other work on the loop: the fetch task runs
+        assert buffer.waits == 1
+    assert len(source.tasks) >= 20 and set(source.tasks) == {"idgen-fetch-t"}
+
+
+async def test_each_fetch_asks_for_ids_above_the_segment_in_use():
+    source = AsyncSource(step=10)
+    async with AsyncDoubleBuffer(source) as buffer:
+        for _ in range(100):
+            await buffer.next_id()
+    assert source.floors[0] == 0
+    assert all(b > a for a, b in zip(source.floors, source.floors[1:]))
+
+
+async def test_many_tasks_never_share_an_id_and_each_sees_increasing_ids():
+    source = AsyncSource(step=97)
+    source.delay = 0.001
+
+    async def work(buffer: AsyncDoubleBuffer) -> list[int]:
+        out = []
+        for i in range(500):
+            out.append(await buffer.next_id())
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+        return out + await buffer.next_ids(333)
+
+    async with AsyncDoubleBuffer(source) as buffer:
+        results = await asyncio.gather(*(work(buffer) for _ in range(16)))
+    every = [i for r in results for i in r]
+    assert len(every) == len(set(every)) == 16 * 833
+    assert all(r == sorted(r) for r in results)
+
+
+async def test_transient_failure_surfaces_only_when_the_buffer_is_empty_and_heals():
+    source = AsyncSource(step=100)
+    async with AsyncDoubleBuffer(source, retry=Backoff(0.01, 0.02)) as buffer:
+        first = await buffer.next_id()
+        source.fail = StorageUnavailable("db down")
+        served = [await buffer.next_id() for _ in range(99)]
+        assert served == list(range(first + 1, first + 100))
+        with pytest.raises(ServiceUnavailable, match="db down"):
+            await buffer.next_id()
+        source.fail = None
+        async with asyncio.timeout(5):
+            while True:  # the fetch task retries on its own
+                try:
+                    recovered = await buffer.next_id()
+                    break
+                except ServiceUnavailable:
+                    await asyncio.sleep(0.01)
+        assert recovered > served[-1]
+
+
+@pytest.mark.parametrize("error", [
+    UnknownBizType("no such biz"), IdSpaceExhausted("int64 used up"), InvalidRequest("bad"),
+    Unauthenticated("no token"), PermissionDenied("not this biz type")])
+async def test_permanent_errors_end_the_fetch_without_retrying(error):
+    source = AsyncSource()
+    source.fail = error
+    async with AsyncDoubleBuffer(source, retry=Backoff(0.001, 0.001)) as buffer:
+        with pytest.raises(type(error)):
+            await buffer.next_id()
+        await asyncio.sleep(0.05)  # 50 retries' time, were it retrying
+        assert buffer._task is None and len(source.floors) == 1
+        with pytest.raises(type(error)):
+            await buffer.next_id()
+        await asyncio.sleep(0.05)
+        # Each caller asks at most once more (none at all once the ID space is used up).
+        assert len(source.floors) == (1 if isinstance(error, IdSpaceExhausted) else 2)
+
+
+async def test_a_source_that_breaks_the_floor_contract_is_not_trusted():
+    async def backwards(floor: int) -> Segment:
+        return Segment(1, 10)
+
+    async with AsyncDoubleBuffer(backwards, floor=100, retry=Backoff(0.01, 0.01)) as buffer:
+        with pytest.raises(ServiceUnavailable, match="not above 100"):
+            await buffer.next_id()
+
+
+async def test_waiting_callers_give_up_after_the_wait_timeout_and_the_loop_runs_on():
+    source = AsyncSource()
+    source.gate = asyncio.Event()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    async with AsyncDoubleBuffer(source, wait_timeout=0.2) as buffer:
+        with pytest.raises(ServiceUnavailable, match="within 0.2s"):
+            await buffer.next_id()
+    ticker.cancel()
+    assert ticks >= 10  # the loop kept running while the caller waited
+
+
+async def test_nowait_draws_what_is_buffered_and_says_when_it_would_wait():
+    source = AsyncSource(step=5)
+    source.gate = asyncio.Event()
+    async with AsyncDoubleBuffer(source, preload_at=0.0) as buffer:
+        with pytest.raises(WouldWait):
+            buffer.next_id_nowait()
+        source.gate.set()
+        await buffer.ready()
+        assert [buffer.next_id_nowait() for _ in range(5)] == [1, 2, 3, 4, 5]
+
+
+async def test_skip_past_moves_above_the_floor_and_ids_keep_increasing():
+    async with AsyncDoubleBuffer(AsyncSource(step=10)) as buffer:
+        before = await buffer.next_ids(3)
+        segment = await buffer.skip_past(1000)
+        after = await buffer.next_ids(3)
+    assert segment.start > 1000 and after[0] == segment.start and before[-1] < after[0]
+
+
+async def test_closing_cancels_the_fetch_in_flight_and_wakes_its_waiters():
+    source = AsyncSource()
+    source.gate = asyncio.Event()  # the fetch hangs
+    buffer = AsyncDoubleBuffer(source)
+    waiter = asyncio.create_task(buffer.next_id())
+    await asyncio.sleep(0.01)
+    task = buffer._task
+    assert task is not None and not task.done()
+    await buffer.aclose()
+    assert task.cancelled()
+    with pytest.raises(ServiceUnavailable, match="closed"):
+        await waiter
+    with pytest.raises(ServiceUnavailable, match="closed"):
+        await buffer.next_id()
+
+
+async def test_a_cancelled_caller_leaves_the_buffer_working():
+    source = AsyncSource(step=10)
+    source.gate = asyncio.Event()
+    async with AsyncDoubleBuffer(source) as buffer:
+        waiter = asyncio.create_task(buffer.next_id())
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        source.gate.set()
+        assert await buffer.next_id() == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(step=st.integers(1, 40), preload_at=st.floats(0, 0.95),
+       counts=st.lists(st.integers(1, 60), min_size=1, max_size=20))
+def test_any_mix_of_calls_yields_unique_increasing_ids(step, preload_at, counts):
+    async def run() -> list[int]:
+        ids: list[int] = []
+        async with AsyncDoubleBuffer(AsyncSource(step=step), preload_at=preload_at) as buffer:
+            for n in counts:
+                ids += [await buffer.next_id()] if n % 2 else await buffer.next_ids(n)
+        return ids
+
+    ids = asyncio.run(run())
+    assert ids == sorted(set(ids))
