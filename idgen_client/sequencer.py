@@ -154,15 +154,8 @@ class Sequencer:
         max_retries: int = DEFAULT_MAX_RETRIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_groups < 1:
-            raise ConfigError(f"max_groups must be at least 1, got {max_groups}")
-        if not retry_window >= 0:
-            raise ConfigError(f"retry_window must be at least 0 seconds, got {retry_window}")
-        if max_retries < 0:
-            raise ConfigError(f"max_retries must be at least 0, got {max_retries}")
-        if lease is not None and (not isinstance(getattr(lease, "term", None), tuple)
-                                  or not callable(getattr(lease, "clock", None))):
-            raise ConfigError(f"lease must be an idgen_client.Lease, not {type(lease).__name__}")
+        self._check_settings(loader=loader, lease=lease, max_groups=max_groups,
+                             retry_window=retry_window, max_retries=max_retries)
         if lease is not None and not callable(getattr(generator, "skip_past_all", None)):
             raise ConfigError(
                 "a sequencer under a lease needs a generator with skip_past_all() (a "
@@ -186,6 +179,22 @@ class Sequencer:
         self._horizon = 0
         if lease is None:
             self._horizon = self._above_all()
+
+    @staticmethod
+    def _check_settings(*, loader: Loader | None, lease: LeaseTerm | None, max_groups: int,
+                        retry_window: float, max_retries: int) -> None:
+        """``ConfigError`` for the first setting that is wrong (the generator aside)."""
+        if loader is not None and not callable(loader):
+            raise ConfigError(f"loader must be a function of the group id, not {type(loader).__name__}")
+        if max_groups < 1:
+            raise ConfigError(f"max_groups must be at least 1, got {max_groups}")
+        if not retry_window >= 0:
+            raise ConfigError(f"retry_window must be at least 0 seconds, got {retry_window}")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be at least 0, got {max_retries}")
+        if lease is not None and (not isinstance(getattr(lease, "term", None), tuple)
+                                  or not callable(getattr(lease, "clock", None))):
+            raise ConfigError(f"lease must be an idgen_client.Lease, not {type(lease).__name__}")
 
     def _above_all(self) -> int:
         """Move the generator above every seq stamped before (module note 3); the horizon."""

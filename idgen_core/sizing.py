@@ -38,11 +38,12 @@ log = logging.getLogger(__name__)
 
 class AdaptiveSteps:
     """Wraps ``fetch(floor, steps)`` into a ``fetch(floor)`` that sizes itself. Thread-safe.
-    ``name`` (the biz type) names it in the log."""
+    ``name`` (the biz type) names it in the log. Without a ``fetch`` (a coroutine's caller),
+    fetch ``steps`` steps and call ``arrived()`` once the segment is here."""
 
     def __init__(
         self,
-        fetch: Callable[[int, int], Segment],
+        fetch: Callable[[int, int], Segment] | None = None,
         *,
         target: float = 1.0,
         max_steps: int = MAX_STEP_MULTIPLIER,
@@ -61,7 +62,14 @@ class AdaptiveSteps:
         """How many steps the next fetch claims."""
 
     def __call__(self, floor: int) -> Segment:
+        if self._fetch is None:
+            raise TypeError("AdaptiveSteps was made without a fetch: call arrived() instead")
         segment = self._fetch(floor, self.steps)
+        self.arrived()
+        return segment
+
+    def arrived(self) -> None:
+        """A segment fetched with ``steps`` steps arrived now: size the next one."""
         now = self._clock()
         with self._lock:
             self._fetched += 1
@@ -79,4 +87,3 @@ class AdaptiveSteps:
                      before, after, lasted,
                      extra={"biz_type": self._name, "step_multiplier": after, "previous": before,
                             "lasted_seconds": round(lasted, 3)})
-        return segment
