@@ -2,7 +2,7 @@
 
 Also ``--markdown PATH`` (the table for RESULTS.md) and ``--only N`` (one scenario).
 
-Runs the six benchmark scenarios, shows progress on stderr, and
+Runs the benchmark scenarios, shows progress on stderr, and
 prints one table at the end: each figure of idgen next to a baseline measured
 in the same run, and their ratio. ``--quick`` shortens every window (a CI smoke
 run: the figures are then rough). MariaDB defaults to ``IDGEN_BENCH_MARIADB`` or
@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from benchmarks import (
+    aio_bench,
     allocation,
     grpc_bench,
     inprocess,
@@ -52,6 +53,7 @@ SCENARIOS: dict[int, Callable[[Context], None]] = {
     5: sequencer_figures.run,
     6: secure_bench.run,
     7: metrics_bench.run,
+    8: aio_bench.run,
 }
 
 
