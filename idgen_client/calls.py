@@ -187,6 +187,6 @@ def release_lease_request(biz_type: str, name: str, holder: str,
 
 def no_answer(settings: ClientSettings, attempts: int, last: grpc.RpcError | None) -> ServiceUnavailable:
     """The error of a call that got no answer from any server in ``attempts`` attempts."""
-    detail = last.details() if last is not None else "client closed"
+    detail = last.details() if last is not None else "no attempt was made"
     return ServiceUnavailable(
         f"no ID server answered after {attempts} attempts ({', '.join(settings.targets)}): {detail}")

@@ -155,7 +155,7 @@ class RemoteClient:
         attempts = settings.backoff.attempts or 1
         for attempt in range(attempts):
             if attempt and self._closed.wait(settings.backoff.delay(attempt)):
-                break
+                raise ServiceUnavailable("the ID client is closed")
             turn = next(self._turn) % len(stubs)
             try:
                 return getattr(stubs[turn], method)(request, timeout=timeout,

@@ -268,9 +268,13 @@ class Sequencer:
             key = (group_id, client_msg_id)
         lock = self._stripes[hash(group_id) & (_STRIPES - 1)]
         loaded: int | None = None
+        loaded_under = 0  # the epoch the load was made under
         skips = 0
         while True:
             epoch = self._owned(group_id)
+            if epoch != loaded_under:
+                # Loaded before a take-over: another owner may have stamped the group since.
+                loaded = None
             with lock:
                 if epoch != self._epoch:
                     continue  # taken over meanwhile, by another thread: check again
@@ -296,7 +300,7 @@ class Sequencer:
                             self._log_retry(key, seq, prev)
                         return _new_stamp(Stamp, (seq, prev, epoch))
             if floor < 0:
-                loaded = self._load(group_id)
+                loaded, loaded_under = self._load(group_id), epoch
                 continue
             if seq > floor:
                 continue  # the lease ran out after the draw: _owned() says so

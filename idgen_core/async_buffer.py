@@ -133,7 +133,7 @@ class AsyncDoubleBuffer(SegmentPair):
         the deadline. Raises the fetch's failure, or ``ServiceUnavailable`` at the deadline."""
         error = self._error
         if error is not None:
-            if self._task is None and not self._exhausted:
+            if not self._fetching() and not self._exhausted:
                 self._error = None  # a permanent error is reported once; the next call retries
             raise fresh(error)
         now = time.monotonic()
@@ -157,40 +157,49 @@ class AsyncDoubleBuffer(SegmentPair):
         if changed is not None:
             changed.set()
 
+    def _fetching(self) -> bool:
+        """Whether a fetch is asked for or runs."""
+        return self._task is not None and not self._task.done()
+
     def _start_fetch(self) -> None:
-        if self._next is not None or self._closed or self._exhausted or self._task is not None:
+        if self._next is not None or self._closed or self._exhausted or self._fetching():
             return
         self._error = None
-        self._task = asyncio.get_running_loop().create_task(
+        task = asyncio.get_running_loop().create_task(
             self._fetch_one(), name=f"idgen-fetch-{self._name}")
+        # A callback, not a finally in the task: a task cancelled before its first step
+        # runs no code of its own, and the buffer would wait for it for ever.
+        task.add_done_callback(self._fetch_ended)
+        self._task = task
+
+    def _fetch_ended(self, task: asyncio.Task[None]) -> None:
+        if self._task is task:
+            self._task = None
+        self._notify()
 
     async def _fetch_one(self) -> None:
         """Fetch one segment, retrying transient failures until one succeeds or closed."""
         attempt = 0
-        try:
-            while not self._closed:
-                floor = self._floor
-                try:
-                    segment = check_above(await self._fetch(floor), floor)
-                except Exception as exc:  # noqa: BLE001 - every failure is handed to callers
-                    self._error = failure = self._failures.failed(exc)
-                    if isinstance(failure, IdSpaceExhausted):
-                        self._exhausted = True
-                    if is_permanent(failure):
-                        return
-                    self._notify()
-                    attempt += 1
-                    await asyncio.sleep(self._retry.delay(attempt))
-                    continue
-                if self._take(segment):
-                    self._error = None
-                    self._failures.clear()
+        while not self._closed:
+            floor = self._floor
+            try:
+                segment = check_above(await self._fetch(floor), floor)
+            except Exception as exc:  # noqa: BLE001 - every failure is handed to callers
+                self._error = failure = self._failures.failed(exc)
+                if isinstance(failure, IdSpaceExhausted):
+                    self._exhausted = True
+                if is_permanent(failure):
                     return
-                # skip_past() moved the floor while this fetch ran: installing the
-                # segment would hand out IDs below ones already given. Fetch again.
-        finally:
-            self._task = None
-            self._notify()
+                self._notify()
+                attempt += 1
+                await asyncio.sleep(self._retry.delay(attempt))
+                continue
+            if self._take(segment):
+                self._error = None
+                self._failures.clear()
+                return
+            # skip_past() moved the floor while this fetch ran: installing the
+            # segment would hand out IDs below ones already given. Fetch again.
 
     async def skip_past(self, floor: int, *, fetch: AsyncFetchSegment | None = None) -> Segment:
         """Hand out only IDs above ``floor`` from now on; awaits one fetch.
@@ -233,6 +242,7 @@ class AsyncDoubleBuffer(SegmentPair):
         if task is not None:
             task.cancel()
             await asyncio.wait([task])
+            self._task = None
 
     async def __aenter__(self) -> AsyncDoubleBuffer:
         return self

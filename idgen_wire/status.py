@@ -30,7 +30,7 @@ from idgen_core.errors import (
     UnknownBizType,
 )
 
-__all__ = ["code_for", "error_for", "error_from", "status_for"]
+__all__ = ["HTTP_STATUS", "code_for", "error_for", "error_from", "http_status_for", "status_for"]
 
 _CODES: tuple[tuple[type[IdGenError], grpc.StatusCode], ...] = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
@@ -42,6 +42,27 @@ _CODES: tuple[tuple[type[IdGenError], grpc.StatusCode], ...] = (
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 )
+
+
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.INTERNAL: 500,
+}
+"""The HTTP status of each code, as gRPC's own HTTP mapping and Google's APIs give it, for
+the HTTP/JSON API: a caller sees the same outcome over either."""
+
+
+def http_status_for(code: grpc.StatusCode) -> int:
+    """The HTTP status an error of ``code`` is answered with (500 for an unmapped one)."""
+    return HTTP_STATUS.get(code, 500)
 
 
 def code_for(error: IdGenError) -> grpc.StatusCode:

@@ -200,3 +200,12 @@ def test_any_mix_of_calls_yields_unique_increasing_ids(step, preload_at, counts)
 
     ids = asyncio.run(run())
     assert ids == sorted(set(ids))
+
+
+async def test_a_fetch_cancelled_before_it_ran_does_not_stop_later_fetches():
+    source = AsyncSource(step=10)
+    async with AsyncDoubleBuffer(source, wait_timeout=2) as buffer:
+        buffer._start_fetch()
+        buffer._task.cancel()  # as a shutdown helper cancelling every task would
+        await asyncio.sleep(0)
+        assert await buffer.next_id() == 1

@@ -152,3 +152,24 @@ def test_epochs_handed_over_under_sixteen_threads_never_interleave_seqs(buffer):
         assert max(stamps[before]) < min(stamps[after]), (before, after)
     seqs = [seq for epoch in epochs for seq in stamps[epoch]]
     assert len(seqs) == len(set(seqs))
+
+
+def test_a_group_loaded_before_a_take_over_is_loaded_again_after_it(source, buffer):
+    """The lease is lost and granted again while a group loads; meanwhile another owner
+    stamped the group. The first stamp after the take-over chains to that owner's seq."""
+    lease = FakeLease(epoch=1)
+    stored = {"H": 0}
+    loads = []
+
+    def loader(group_id):
+        loads.append(lease.term[0])
+        if len(loads) == 1:  # during the load: another owner's epoch 2, then ours, 3
+            stored["H"] = source(source.max_id).end  # the other owner's last seq of H
+            lease.term = (3, START + 10)
+            return 0  # what the store held when the load read it
+        return stored["H"]
+
+    sequencer = Sequencer(buffer, loader=loader, lease=lease)
+    stamp = sequencer.stamp("H")
+    assert loads == [1, 3]
+    assert stamp.epoch == 3 and stamp.prev_seq == stored["H"] < stamp.seq

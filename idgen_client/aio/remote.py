@@ -71,7 +71,7 @@ class AsyncRemoteClient:
         self._stubs: dict[str, list[Any]] = {}
         self._turn = itertools.count(random.randrange(len(self.targets)))
         self._closed = False
-        self._closing: asyncio.Event | None = None
+        self._closing = asyncio.Event()  # binds to a loop only when first awaited
 
     async def next_ids(self, biz_type: str, count: int) -> list[int]:
         """``count`` new IDs, increasing. Raises ``IdGenError`` subclasses."""
@@ -146,7 +146,7 @@ class AsyncRemoteClient:
         attempts = settings.backoff.attempts or 1
         for attempt in range(attempts):
             if attempt and await self._closed_within(settings.backoff.delay(attempt)):
-                break
+                raise ServiceUnavailable("the ID client is closed")
             turn = next(self._turn) % len(stubs)
             try:
                 return await getattr(stubs[turn], method)(request, timeout=timeout,
@@ -171,8 +171,6 @@ class AsyncRemoteClient:
 
     async def _closed_within(self, delay: float) -> bool:
         """Wait ``delay`` seconds, or less if the client is closed meanwhile: whether it was."""
-        if self._closing is None:
-            self._closing = asyncio.Event()
         try:
             async with asyncio.timeout(delay):
                 await self._closing.wait()
@@ -196,8 +194,7 @@ class AsyncRemoteClient:
     async def close(self) -> None:
         """Close the channels; calls in flight fail, later calls raise ``ServiceUnavailable``."""
         self._closed = True
-        if self._closing is not None:
-            self._closing.set()
+        self._closing.set()
         channels, self._channels, self._stubs = self._channels, [], {}
         for channel in channels:
             await channel.close()

@@ -20,6 +20,7 @@ never contended. In the steady state a stamp suspends nothing: it is the sequenc
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -64,13 +65,13 @@ class AsyncIdSource(Protocol):
 
 
 class _Pending:
-    """What the waits of one stamp brought: the groups' loads, the segment above all."""
+    """What the waits of one stamp brought: the groups' loads, each with the lease's epoch
+    when it began (a load is good only for a stamp under that epoch: ``Sequencer._stamp``)."""
 
-    __slots__ = ("above", "loaded")
+    __slots__ = ("loaded",)
 
     def __init__(self) -> None:
-        self.loaded: dict[GroupId, object] = {}
-        self.above: tuple[int, Segment] | None = None  # (the lease's epoch then, segment)
+        self.loaded: dict[GroupId, tuple[int, object]] = {}
 
 
 class _Suspended(Exception):
@@ -91,6 +92,10 @@ class _Resumable:
         self._loader = loader
         self._lease = lease
         self.pending: _Pending | None = None  # the running attempt's, while it runs
+        # The segment fetched above all for an epoch, shared by every stamp that waits for
+        # the take-over of that epoch (or for start(), epoch 0): one fetch, not one each.
+        self._above: tuple[int, Segment] | None = None
+        self._above_lock = asyncio.Lock()
 
     def next_id(self) -> int:
         try:
@@ -117,26 +122,28 @@ class _Resumable:
     def skip_past_all(self) -> Segment:
         """The segment fetched above all for the lease's epoch now, once awaited. Fetched
         after the epoch was read, so after its grant (``Sequencer._take_over``)."""
-        pending, epoch = self.pending, self._epoch()
-        if pending is not None and pending.above is not None and pending.above[0] == epoch:
-            segment = pending.above[1]
-            pending.above = None
-            return segment
+        epoch = self._epoch()
+        if self._above is not None and self._above[0] == epoch:
+            return self._above[1]
 
         async def above_all(pending: _Pending) -> None:
-            pending.above = (epoch, await self._generator.skip_past_all())
+            async with self._above_lock:
+                if self._above is None or self._above[0] != epoch:
+                    self._above = (epoch, await self._generator.skip_past_all())
 
         raise _Suspended(above_all)
 
     def load(self, group_id: GroupId) -> int:
-        pending = self.pending
-        if pending is not None and group_id in pending.loaded:
-            return pending.loaded[group_id]  # type: ignore[return-value] # checked by Sequencer
+        pending, epoch = self.pending, self._epoch()
+        if pending is not None:
+            loaded = pending.loaded.get(group_id)
+            if loaded is not None and loaded[0] == epoch:
+                return loaded[1]  # type: ignore[return-value] # checked by Sequencer
 
         async def load(pending: _Pending) -> None:
             assert self._loader is not None
             value = self._loader(group_id)
-            pending.loaded[group_id] = await value if inspect.isawaitable(value) else value
+            pending.loaded[group_id] = (epoch, await value if inspect.isawaitable(value) else value)
 
         raise _Suspended(load)
 
@@ -146,7 +153,9 @@ class AsyncSequencer:
 
     The arguments, guarantees and errors are ``Sequencer``'s; ``generator`` is an
     ``AsyncLocalGenerator`` (which the sequencer does not close), ``loader`` a coroutine
-    function or a plain one, ``lease`` an ``idgen_client.Lease``. ``async with`` (or
+    function or a plain one (called on the loop: it must not block), ``lease`` an
+    ``idgen_client.Lease`` (it renews in its own thread; its ``wait`` and ``close`` block,
+    so await them with ``asyncio.to_thread``). ``async with`` (or
     ``await start()``) moves the generator above every seq stamped before, as
     ``Sequencer``'s constructor does; the first stamp does it otherwise. Use it from one
     event loop.
@@ -162,15 +171,17 @@ class AsyncSequencer:
         retry_window: float = DEFAULT_RETRY_WINDOW,
         max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> None:
-        if not callable(getattr(generator, "next_id_nowait", None)):
+        if not all(callable(getattr(generator, name, None))
+                   for name in ("next_id_nowait", "ready", "skip_past", "skip_past_all")):
             raise ConfigError(
                 f"an AsyncSequencer needs an AsyncLocalGenerator, not {type(generator).__name__}"
                 " (a Sequencer takes a LocalGenerator)")
+        Sequencer._check_settings(loader=loader, lease=lease, max_groups=max_groups,
+                                  retry_window=retry_window, max_retries=max_retries)
         self._resumable = _Resumable(generator, loader, lease)
-        self._settings = dict(loader=None if loader is None else self._resumable.load,
-                              lease=lease, max_groups=max_groups, retry_window=retry_window,
-                              max_retries=max_retries)
-        Sequencer._check_settings(**self._settings)  # ConfigError now, not at the first stamp
+        self._settings = {"loader": None if loader is None else self._resumable.load,
+                          "lease": lease, "max_groups": max_groups,
+                          "retry_window": retry_window, "max_retries": max_retries}
         self._core: Sequencer | None = None
 
     async def start(self) -> None:
