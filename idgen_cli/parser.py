@@ -31,6 +31,7 @@ from idgen_server.defaults import (
     DEFAULT_STEP,
     DEFAULT_WORKERS,
     EMBEDDED_FILE,
+    HTTP_LISTEN_ENV,
     LISTEN_ENV,
     MAX_SECONDS,
     MAX_WORKERS,
@@ -260,6 +261,9 @@ def _serve(serve: argparse.ArgumentParser) -> None:
                        "is created (logs a warning)")
     serve.add_argument("--workers", type=_bounded_int(1, MAX_WORKERS),
                        help=f"RPC threads (default {DEFAULT_WORKERS})")
+    serve.add_argument("--http-listen", metavar="HOST:PORT",
+                       help=f"also serve the HTTP/JSON API here, with the same TLS and tokens "
+                       f"(env {HTTP_LISTEN_ENV}; default: none)")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT",
                        help="serve Prometheus metrics on this address (path /metrics)")
     serve.add_argument("--metrics-port", type=_bounded_int(0, 65535), metavar="PORT",

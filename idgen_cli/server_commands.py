@@ -29,7 +29,7 @@ def serve(args: argparse.Namespace) -> int:
         preload_at=args.preload_at, db_timeout=args.db_timeout,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         insecure=args.insecure, quota_calls=args.quota_calls, quota_ids=args.quota_ids,
-        drain=args.drain, reflection=args.reflection)
+        drain=args.drain, reflection=args.reflection, http_listen=args.http_listen)
     # The signals are taken with sigwait in this thread rather than by handlers: a handler
     # runs between two bytecodes of this thread, and one that sets an Event can deadlock
     # on the Event's own lock if the signal lands while this thread is inside wait().
@@ -52,6 +52,9 @@ def _serve(config: ServerConfig) -> int:
                   flush=True)
         if server.metrics_address is not None:
             print(f"idgen: metrics on http://{server.metrics_address}/metrics", flush=True)
+        if server.http_address is not None:
+            scheme = "https" if config.tls else "http"
+            print(f"idgen: HTTP API on {scheme}://{server.http_address}/v1/ids/BIZ_TYPE", flush=True)
         tokens = "tokens required" if server.auth.required else "no token required"
         print(f"idgen: serving on {server.address} ({server.security}, {tokens}; "
               f"{len(config.db_urls)} database(s)); Ctrl-C to stop", flush=True)

@@ -95,6 +95,26 @@ class DoubleBuffer(SegmentPair):
             if len(result) == count:
                 return result
 
+    def next_ids_nowait(self, count: int) -> list[int]:
+        """Up to ``count`` IDs, increasing: those buffered, without waiting (maybe none).
+        For a caller on an event loop, which asks for the rest with ``next_ids`` in a
+        worker thread; the rest then lie above these."""
+        if count < 1:
+            raise InvalidRequest(f"count must be at least 1, got {count}")
+        result: list[int] = []
+        while True:
+            ids = self._ids
+            result += itertools.islice(ids, count - len(result))
+            if len(result) == count:
+                return result
+            with self._cond:
+                got = self._move_on(ids)
+            if got is None:
+                return result
+            result.append(got)
+            if len(result) == count:
+                return result
+
     # -- slow path ------------------------------------------------------------
 
     def _advance(self, exhausted: Iterator[int]) -> int:

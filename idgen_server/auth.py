@@ -40,7 +40,7 @@ from idgen_core.errors import (
 from idgen_server.tokens import Grant, TokenTable, hash_token, token_id_of
 from idgen_wire.auth import HEADER, SCHEME
 
-__all__ = ["DEFAULT_REFRESH", "Authenticator"]
+__all__ = ["DEFAULT_REFRESH", "Authenticator", "TokenNotCached"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ DEFAULT_REFRESH = 2.0
 plus one read."""
 _PREFIX = SCHEME.lower() + " "
 _EARLY_READ_GAP = 0.5
+
+
+class TokenNotCached(Unauthenticated):
+    """``identify(read_early=False)`` met a well-formed token the cache does not know: not a
+    refusal yet (the token may have been created a moment ago), so never logged as one."""
 
 
 @dataclass(frozen=True)
@@ -98,16 +103,19 @@ class Authenticator:
         self.permit(grant, biz_type, admin=admin)
         return grant
 
-    def identify(self, metadata: Iterable[tuple[str, str | bytes]]) -> Grant | None:
+    def identify(self, metadata: Iterable[tuple[str, str | bytes]], *,
+                 read_early: bool = True) -> Grant | None:
         """The grant of the call's token; None where calls need none. ``Unauthenticated``
-        without a valid token; ``ServiceUnavailable`` while no token table was read."""
+        without a valid token; ``ServiceUnavailable`` while no token table was read.
+        ``read_early=False`` never reads a database (an event loop's caller): a token the
+        cache does not know raises ``TokenNotCached`` instead; ask again in a thread."""
         state = self._state  # one read: a refresh swaps the whole state
         if not state.loaded:
             raise ServiceUnavailable("the ID server cannot check tokens yet: no database has "
                                      "answered since it started; retry shortly")
         if not state.required:
             return None
-        return self._grant(state, metadata)
+        return self._grant(state, metadata, read_early)
 
     @staticmethod
     def permit(grant: Grant | None, biz_type: str | None = None, *, admin: bool = False) -> None:
@@ -122,7 +130,8 @@ class Authenticator:
             raise PermissionDenied(f"token {grant.name!r} does not have the admin scope "
                                    "(idgen token create --admin)")
 
-    def _grant(self, state: _State, metadata: Iterable[tuple[str, str | bytes]]) -> Grant:
+    def _grant(self, state: _State, metadata: Iterable[tuple[str, str | bytes]],
+               read_early: bool) -> Grant:
         values = [value for key, value in metadata if key == HEADER]
         if not values:
             raise Unauthenticated("this server needs a token: send `authorization: Bearer <token>` "
@@ -133,6 +142,8 @@ class Authenticator:
         token = value[len(_PREFIX):].strip()
         token_id = token_id_of(token)
         grant = state.grants.get(token_id) if token_id is not None else None
+        if grant is None and token_id is not None and not read_early:
+            raise TokenNotCached("the token is not in the cache")
         if grant is None and token_id is not None and self._read_early():
             grant = self._state.grants.get(token_id)  # a token created since the last read
         if grant is None or not hmac.compare_digest(hash_token(token), grant.secret_hash):

@@ -45,6 +45,12 @@ class BufferPool:
             return [buffer.next_id()]
         return buffer.next_ids(count)
 
+    def next_ids_nowait(self, biz_type: str, count: int) -> list[int]:
+        """Up to ``count`` IDs of ``biz_type``, those buffered, never waiting on a database
+        (none for a biz type not served yet); the rest from ``next_ids`` lie above them."""
+        buffer = self._buffers.get(biz_type)
+        return buffer.next_ids_nowait(count) if buffer is not None else []
+
     def __iter__(self) -> Iterator[tuple[str, DoubleBuffer]]:
         """The biz types served so far, with their buffers (a snapshot)."""
         return iter(list(self._buffers.items()))

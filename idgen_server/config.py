@@ -1,7 +1,7 @@
 """Server configuration: one frozen value, built once, validated at construction.
 
 Precedence: command-line flags, then environment variables (``IDGEN_DB``,
-comma-separated URLs; ``IDGEN_LISTEN``), then a TOML file (``--config``, or
+comma-separated URLs; ``IDGEN_LISTEN``, ``IDGEN_HTTP_LISTEN``), then a TOML file (``--config``, or
 ``IDGEN_CONFIG``), then the defaults, which need no set-up at all: the embedded
 SQLite database (``default_database``) and ``127.0.0.1:50051``. A config file
 looks like::
@@ -13,6 +13,7 @@ looks like::
     tls_key = "/etc/idgen/server.key"
     workers = 32
     metrics_listen = "127.0.0.1:9100"
+    http_listen = "0.0.0.0:8080"   # the HTTP/JSON API too (same TLS and tokens)
     db_timeout = 3.0
     preload_at = 0.2
     drain = 5.0         # seconds NOT_SERVING before stopping, on SIGTERM
@@ -55,6 +56,7 @@ from idgen_server.defaults import (
     DEFAULT_QUOTA_IDS,
     DEFAULT_WORKERS,
     EMBEDDED_FILE,
+    HTTP_LISTEN_ENV,
     LISTEN_ENV,
     MAX_SECONDS,
     MAX_WORKERS,
@@ -127,6 +129,8 @@ class ServerConfig:
     above_all_limit: int = DEFAULT_ABOVE_ALL_LIMIT
     drain: float = DEFAULT_DRAIN
     reflection: bool = True
+    http_listen: str | None = None
+    """Where to serve the HTTP/JSON API (``idgen_server.http_api``); None: not at all."""
 
     def __post_init__(self) -> None:
         if (not isinstance(self.db_urls, tuple)
@@ -170,6 +174,13 @@ class ServerConfig:
         _number("grace", self.grace)
         if not 0 <= self.grace <= MAX_SECONDS:  # NaN fails every comparison: refused too
             raise ConfigError(f"grace must be in 0..{MAX_SECONDS:g} seconds, got {self.grace}")
+        if self.http_listen is not None:
+            if not isinstance(self.http_listen, str):
+                raise ConfigError("http_listen must be HOST:PORT text")
+            try:
+                parse_address(self.http_listen)
+            except ConfigError as exc:
+                raise ConfigError(f"http_listen: {exc}") from None
         if self.metrics_listen is not None:
             if self.metrics_port is not None:
                 raise ConfigError("give metrics_listen or metrics_port, not both")
@@ -202,21 +213,23 @@ class ServerConfig:
         if not isinstance(self.insecure, bool):
             raise ConfigError(f"insecure must be true or false, not {safe_repr(self.insecure)}")
         if not self.loopback and not self.tls and not self.insecure:
+            where = self.listen if _loopback(self.listen) else f"{self.listen} (gRPC)"
+            if self.http_listen is not None and not _loopback(self.http_listen):
+                where = f"{self.http_listen} (HTTP)"
             raise ConfigError(
-                f"{self.listen} is reachable beyond this host, and without TLS every ID and "
+                f"{where} is reachable beyond this host, and without TLS every ID and "
                 "token would cross the network in plaintext: give --tls-cert and --tls-key "
                 "(see the README, Securing idgen), or --insecure to accept that")
 
     @property
     def tls(self) -> bool:
-        """Whether the server serves TLS (only)."""
+        """Whether the server serves TLS (only), on gRPC and HTTP alike."""
         return self.tls_cert is not None
 
     @property
     def loopback(self) -> bool:
-        """Whether the server listens only on this host's loopback interface."""
-        host = self.listen.rpartition(":")[0].strip("[]").lower()
-        return host in ("localhost", "::1") or host.startswith("127.")
+        """Whether the server listens only on this host's loopback interface (gRPC and HTTP)."""
+        return _loopback(self.listen) and (self.http_listen is None or _loopback(self.http_listen))
 
     @property
     def tokens_always(self) -> bool:
@@ -253,9 +266,16 @@ class ServerConfig:
                 settings[name] = env[variable].strip()
         from_file = settings.pop("listen", DEFAULT_ADDRESS)
         settings["listen"] = listen or env.get(LISTEN_ENV, "").strip() or from_file
+        if env.get(HTTP_LISTEN_ENV, "").strip():
+            settings["http_listen"] = env[HTTP_LISTEN_ENV].strip()
         given = {k: v for k, v in overrides.items() if v is not None}
         # The values' types are checked by the constructor: a file may hold anything.
         return cls(db_urls=urls, embedded=embedded, **{**settings, **given})  # type: ignore[arg-type]
+
+
+def _loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def database_entries(*, db: Sequence[str] | None, env: Mapping[str, str],

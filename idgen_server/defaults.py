@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_STEP",
     "DEFAULT_WORKERS",
     "EMBEDDED_FILE",
+    "HTTP_LISTEN_ENV",
     "LISTEN_ENV",
     "MAX_SECONDS",
     "MAX_WORKERS",
@@ -48,11 +49,14 @@ MAX_SECONDS = 3600.0
 DB_ENV = "IDGEN_DB"
 """Database URLs, comma-separated, when no --db is given."""
 LISTEN_ENV = "IDGEN_LISTEN"
+HTTP_LISTEN_ENV = "IDGEN_HTTP_LISTEN"
+"""Where to serve the HTTP/JSON API, when no --http-listen is given (none by default)."""
 CONFIG_ENV = "IDGEN_CONFIG"
 """The TOML config file, when no --config is given."""
 CONFIG_KEYS = ("db", "db_password_file", "listen", "workers", "metrics_port", "metrics_listen",
                "db_timeout", "preload_at", "grace", "tls_cert", "tls_key", "tls_client_ca",
-               "insecure", "quota_calls", "quota_ids", "above_all_limit", "drain", "reflection")
+               "insecure", "quota_calls", "quota_ids", "above_all_limit", "drain", "reflection",
+               "http_listen")
 """The settings a config file may hold."""
 DB_PASSWORD_FILE_ENV = "IDGEN_DB_PASSWORD_FILE"
 """A file holding the password of every database URL that names a user but no password."""

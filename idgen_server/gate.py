@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 from idgen_core.errors import IdGenError, PermissionDenied, Unauthenticated
 from idgen_core.segment import MAX_COUNT, validate_biz_type
-from idgen_server.auth import Authenticator
+from idgen_server.auth import Authenticator, TokenNotCached
 from idgen_server.quota import Quotas, peer_host
 from idgen_server.tokens import Grant, token_id_of
 from idgen_wire.auth import HEADER, SCHEME
@@ -83,13 +83,16 @@ class Gate:
         self.refusals = refusals if refusals is not None else RefusalLog()
 
     def identify(self, metadata: Iterable[tuple[str, str | bytes]],
-                 peer: Callable[[], str] | None = None) -> Grant | None:
+                 peer: Callable[[], str] | None = None, *, read_early: bool = True) -> Grant | None:
         """The caller's grant (None where no token is needed); ``Unauthenticated`` if it has
-        none (logged, with ``peer()``, asked only then)."""
+        none (logged, with ``peer()``, asked only then). ``read_early=False``: never read a
+        database (``TokenNotCached``, not logged, for a token to look up in a thread)."""
         if self.auth is None:
             return None
         try:
-            return self.auth.identify(metadata)
+            return self.auth.identify(metadata, read_early=read_early)
+        except TokenNotCached:
+            raise
         except Unauthenticated as exc:
             self.refusals.record(exc, peer() if peer is not None else "unknown",
                                  token_id=_token_id(metadata))

@@ -28,12 +28,14 @@ from idgen_server.config import ServerConfig
 from idgen_server.defaults import DATA_DIR_ENV, DEFAULT_BIZ_TYPE, DEFAULT_STEP, EMBEDDED_FILE
 from idgen_server.gate import Gate
 from idgen_server.health_service import HealthService
+from idgen_server.http_api import HttpApi
+from idgen_server.http_server import HttpServer
 from idgen_server.metrics import MetricsEndpoint
 from idgen_server.quota import Quotas
 from idgen_server.service import IdGenService, add_to_server
 from idgen_server.stats import RpcStats
 from idgen_server.store import SegmentStore
-from idgen_server.tls import server_credentials
+from idgen_server.tls import server_credentials, server_ssl_context
 from idgen_server.urls import sqlite_path
 from idgen_wire import idgen_pb2
 from idgen_wire.idgen_pb2_grpc import IdGeneratorServicer
@@ -86,7 +88,7 @@ class IdGenServer:
             self._executor = ThreadPoolExecutor(max_workers=config.workers,
                                                 thread_name_prefix="idgen-rpc")
             self._grpc = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])
-            gate = Gate(self.auth, Quotas(config.quota_calls, config.quota_ids))
+            self.gate = gate = Gate(self.auth, Quotas(config.quota_calls, config.quota_ids))
             # Calls are counted for the metrics only when they are served: else nothing is recorded.
             self.rpc_stats = RpcStats() if config.metrics_address is not None else None
             # Both parse requests themselves: bad bytes are INVALID_ARGUMENT.
@@ -105,6 +107,7 @@ class IdGenServer:
             self.allocator.close()
             raise
         self._metrics: MetricsEndpoint | None = None
+        self._http: HttpServer | None = None
         try:
             # gRPC's core would also print its own multi-line complaint about a port in use.
             if _taken(config.listen):
@@ -170,6 +173,12 @@ class IdGenServer:
             except ConfigError:
                 self._release()
                 raise
+        if self.config.http_listen is not None:
+            try:
+                self._http = self._http_server(self.config.http_listen).start()
+            except ConfigError:
+                self._release()
+                raise
         self.auth.start()
         self.allocator.start()
         self._health.start()
@@ -190,6 +199,22 @@ class IdGenServer:
                         "tokens required" if self.auth.required
                         else "open to every caller until a token is created (idgen token create)")
         return self
+
+    def _http_server(self, listen: str) -> HttpServer:
+        """The HTTP/JSON API over the same servicer, gate and health, with the same TLS."""
+        if not isinstance(self.service, IdGenService):
+            raise ConfigError("the HTTP API serves idgen's own servicer only")
+        config = self.config
+        context = (server_ssl_context(config.tls_cert, config.tls_key, config.tls_client_ca)
+                   if config.tls_cert is not None and config.tls_key is not None else None)
+        api = HttpApi(self.service, self.gate, lambda: self.serving)
+        return HttpServer(api.application(), listen, ssl_context=context, grace=config.grace,
+                          workers=config.workers)
+
+    @property
+    def http_address(self) -> str | None:
+        """``host:port`` of the HTTP API, once started; None if there is none."""
+        return None if self._http is None else self._http.address
 
     @property
     def serving(self) -> bool:
@@ -223,6 +248,8 @@ class IdGenServer:
 
     def _release(self, grace: float = 0.0) -> None:
         self._health.drain(announce=False)  # a Watch stream hears NOT_SERVING before the server goes
+        if self._http is not None:
+            self._http.stop()
         self._grpc.stop(grace).wait()
         self._health.close()
         self.auth.close()

@@ -22,7 +22,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from idgen_core.errors import IdGenError, StorageUnavailable
-from idgen_core.segment import validate_biz_type, validate_count
+from idgen_core.segment import Segment, validate_biz_type, validate_count
 from idgen_server.allocator import Allocator
 from idgen_server.buffers import BufferPool
 from idgen_server.gate import Gate
@@ -74,6 +74,14 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
         self.leases = Leases(allocator)
         self._labels = list(zip((s.name for s in allocator.stores), allocator.labels, strict=True))
 
+    def next_segment(self, biz_type: str, floor: int, steps: int, above_all: bool) -> Segment:
+        """What ``NextSegment`` serves (the HTTP API too): a new segment, counted as served.
+        Blocks on the databases."""
+        biz_type = validate_biz_type(biz_type)
+        segment = self.allocator.allocate(biz_type, floor, steps or 1, above_all=above_all)
+        self.allocator.served.add(biz_type, len(segment))  # after the allocation: the name exists
+        return segment
+
     @_rpc
     def NextId(self, request: idgen_pb2.NextIdRequest, context: grpc.ServicerContext
                ) -> idgen_pb2.NextIdResponse:
@@ -83,10 +91,8 @@ class IdGenService(idgen_pb2_grpc.IdGeneratorServicer):
     @_rpc
     def NextSegment(self, request: idgen_pb2.NextSegmentRequest, context: grpc.ServicerContext
                     ) -> idgen_pb2.NextSegmentResponse:
-        biz_type = validate_biz_type(request.biz_type)
-        segment = self.allocator.allocate(biz_type, request.floor, request.steps or 1,
-                                          above_all=request.above_all)
-        self.allocator.served.add(biz_type, len(segment))  # after the allocation: the name exists
+        biz_type = request.biz_type
+        segment = self.next_segment(biz_type, request.floor, request.steps, request.above_all)
         return idgen_pb2.NextSegmentResponse(
             biz_type=biz_type, start=segment.start, end=segment.end,
             delta=segment.delta, remainder=segment.remainder,

@@ -9,6 +9,7 @@ checked, so what is served is exactly what was checked.
 from __future__ import annotations
 
 import datetime
+import ssl
 
 import grpc
 from cryptography import x509
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 from idgen_core.errors import ConfigError
 from idgen_core.files import read_setting_file
 
-__all__ = ["TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA", "server_credentials"]
+__all__ = ["TLS_CERT", "TLS_CLIENT_CA", "TLS_KEY", "server_credentials", "server_ssl_context"]
 
 TLS_CERT = "--tls-cert"
 """The setting naming the server's certificate file (PEM; the server's own certificate first,
@@ -41,6 +42,32 @@ def server_credentials(cert_file: str, key_file: str, client_ca_file: str | None
     ``key_file``, which must not be encrypted. With ``client_ca_file``, every client must
     present a certificate signed by one of the CAs in it (mutual TLS).
     """
+    key_pem, chain_pem, client_ca = _checked(cert_file, key_file, client_ca_file, now)
+    return grpc.ssl_server_credentials([(key_pem, chain_pem)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
+
+
+def server_ssl_context(cert_file: str, key_file: str, client_ca_file: str | None = None, *,
+                       now: datetime.datetime | None = None) -> ssl.SSLContext:
+    """The same files, checked the same way (``server_credentials``), as an ``ssl`` context:
+    for the HTTP API, which serves the certificate gRPC serves (TLS 1.2 at least)."""
+    _, _, client_ca = _checked(cert_file, key_file, client_ca_file, now)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # trusts no CA but the client CA
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:  # changed since the check a moment ago
+        raise ConfigError(f"cannot load {_describe(cert_file, TLS_CERT)} for HTTPS: {exc}") from None
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cadata=client_ca.decode())
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _checked(cert_file: str, key_file: str, client_ca_file: str | None,
+             now: datetime.datetime | None) -> tuple[bytes, bytes, bytes | None]:
+    """The key, the chain and the client CAs (PEM), once every check passed."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     chain = _certificates(cert_file, TLS_CERT)
     leaf = chain[0]
@@ -56,8 +83,7 @@ def server_credentials(cert_file: str, key_file: str, client_ca_file: str | None
         client_ca = b"".join(ca.public_bytes(_PEM) for ca in _certificates(client_ca_file, TLS_CLIENT_CA))
     key_pem = key.private_bytes(_PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     chain_pem = b"".join(cert.public_bytes(_PEM) for cert in chain)
-    return grpc.ssl_server_credentials([(key_pem, chain_pem)], root_certificates=client_ca,
-                                       require_client_auth=client_ca is not None)
+    return key_pem, chain_pem, client_ca
 
 
 def _describe(path: str, setting: str) -> str:

@@ -222,3 +222,17 @@ def test_an_unexpected_error_in_a_fetch_is_logged_once_with_its_traceback(caplog
         wait_until(lambda: len(source.floors) >= 5, message="several retries")
     tracebacks = [r for r in caplog.records if r.exc_info and "buggy" in r.getMessage()]
     assert len(tracebacks) == 1 and tracebacks[0].exc_info[0] is ZeroDivisionError
+
+
+def test_nowait_takes_only_what_is_buffered_and_the_rest_comes_above_it():
+    source = Source(step=10)
+    with DoubleBuffer(source, preload_at=0.5) as buffer:
+        first = buffer.next_ids(6)  # past the threshold: the next segment is fetched
+        wait_until(lambda: buffer.state().next is not None, 5, "the preloaded segment")
+        source.gate = threading.Event()  # from now on a fetch waits
+        taken = buffer.next_ids_nowait(100)  # never waits: the 14 IDs buffered
+        assert taken == list(range(first[-1] + 1, first[-1] + 15))
+        assert buffer.next_ids_nowait(3) == []
+        source.gate.set()
+        rest = buffer.next_ids(3)
+    assert rest[0] > taken[-1]

@@ -23,7 +23,7 @@ ALLOWED = {
     "idgen_client": {"idgen_core", "idgen_wire", "grpc", "grpc_health", "google"},
     "idgen_server": {"idgen_core", "idgen_wire", "grpc", "grpc_status", "grpc_health",
                      "grpc_reflection", "google", "sqlalchemy", "prometheus_client", "platformdirs",
-                     "cryptography"},
+                     "cryptography", "aiohttp"},
     "idgen_cli": {"idgen_core", "idgen_wire", "idgen_client", "idgen_server", "google",
                   "pythonjsonlogger"},
 }

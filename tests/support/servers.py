@@ -18,6 +18,7 @@ from idgen_wire import idgen_pb2_grpc
 from tests.support.cli import db_args
 
 _READY = re.compile(r"idgen: serving on (\S+)")
+_HTTP = re.compile(r"idgen: HTTP API on (https?://[^/\s]+)/")
 
 
 class ServerProcess:
@@ -34,6 +35,8 @@ class ServerProcess:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
+        self.http_url = ""
+        """``http://host:port`` of the HTTP API, when it serves one (``--http-listen``)."""
         self.output: list[str] = []
         self._reader: threading.Thread | None = None
 
@@ -52,6 +55,9 @@ class ServerProcess:
             if not line:
                 raise RuntimeError(f"idgen serve exited early:\n{''.join(self.output)}")
             self.output.append(line)
+            http = _HTTP.search(line)
+            if http:
+                self.http_url = http.group(1)
             match = _READY.search(line)
             if match:
                 self.address = match.group(1)
