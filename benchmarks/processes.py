@@ -122,6 +122,8 @@ class ServerProcess:
         self.name = " ".join(args)
         self.stops_on_eof = stops_on_eof
         self.output: list[str] = []
+        self.http_address: str | None = None
+        """The HTTP API's ``host:port``, for a server that serves one (``benchmark_server``)."""
         self.proc = _start(args, cwd=cwd, stderr=subprocess.STDOUT)
         assert self.proc.stdout is not None
         pattern = re.compile(ready)
@@ -175,10 +177,12 @@ class ServerProcess:
 
 def benchmark_server(mode: str, db_url: str, *, workers: int | None = None,
                      id_base: int | None = None, tls: tuple[str, str] | None = None,
-                     token: tuple[str, str] | None = None) -> ServerProcess:
-    """``python -m benchmarks.server``: idgen's server (``mode`` 'idgen') or the floor ('null');
-    ``tls``: (certificate file, key file) to serve TLS; ``token``: (biz type, file) to create a
-    token for that biz type in the database before serving, written to that file."""
+                     token: tuple[str, str] | None = None, http: bool = False) -> ServerProcess:
+    """``python -m benchmarks.server``: idgen's server (``mode`` 'idgen') or the floor ('null',
+    or 'http-null' for HTTP); ``tls``: (certificate file, key file) to serve TLS; ``token``:
+    (biz type, file) to create a token for that biz type in the database before serving,
+    written to that file; ``http``: idgen's HTTP API too. ``http_address`` is set on the
+    server returned (None without HTTP)."""
     args = ["benchmarks.server", "--mode", mode, "--db", db_url]
     if workers:
         args += ["--workers", str(workers)]
@@ -188,7 +192,12 @@ def benchmark_server(mode: str, db_url: str, *, workers: int | None = None,
         args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
     if token:
         args += ["--token-biz", token[0], "--token-file", token[1]]
+    if http:
+        args += ["--http"]
     try:
-        return ServerProcess(args, ready=r"^ready (\S+)")
+        server = ServerProcess(args, ready=r"^ready (\S+)")
     except RuntimeError as exc:
         raise RuntimeError(f"the {mode} benchmark server did not start: {exc}") from None
+    ready = next(line for line in server.output if line.startswith("ready "))
+    server.http_address = ready.split(" http ")[1].strip() if " http " in ready else None
+    return server

@@ -24,6 +24,7 @@ from benchmarks import (
     aio_bench,
     allocation,
     grpc_bench,
+    http_bench,
     inprocess,
     metrics_bench,
     naive,
@@ -54,6 +55,7 @@ SCENARIOS: dict[int, Callable[[Context], None]] = {
     6: secure_bench.run,
     7: metrics_bench.run,
     8: aio_bench.run,
+    9: http_bench.run,
 }
 
 

@@ -1,7 +1,9 @@
 """A benchmark server process: the real ``IdGenServer``, or the same with a do-nothing servicer.
 
 ``python -m benchmarks.server --mode idgen|null --db URL`` prints
-``ready HOST:PORT`` once it serves and stops when its stdin closes.
+``ready HOST:PORT`` once it serves and stops when its stdin closes; ``--http`` serves idgen's
+HTTP API too (``ready HOST:PORT http HOST:PORT``), and ``--mode http-null`` serves only the
+HTTP floor (``serve_http_null``).
 ``--tls-cert F --tls-key F`` serve TLS; ``--token-biz NAME --token-file F`` first
 create a token granting biz type NAME in the database (which then makes every
 call need one) and write it to F (mode 0600), so that it never shows in output.
@@ -64,7 +66,8 @@ def create_token(db_url: str, biz_type: str, path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=("idgen", "null"), required=True)
+    parser.add_argument("--mode", choices=("idgen", "null", "http-null"), required=True)
+    parser.add_argument("--http", action="store_true", help="idgen: serve the HTTP API too")
     parser.add_argument("--db", required=True)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--id-base", type=int, default=1)
@@ -77,6 +80,9 @@ def main() -> None:
         parser.error("--token-biz and --token-file go together")
     if args.token_biz is not None:
         create_token(args.db, args.token_biz, args.token_file)
+    if args.mode == "http-null":
+        serve_http_null(args.id_base)
+        return
 
     def null(buffers: BufferPool, allocator: Allocator) -> NullService:
         return NullService(args.id_base)
@@ -86,13 +92,43 @@ def main() -> None:
         extra.update(tls_cert=args.tls_cert, tls_key=args.tls_key)
     # Quotas stay on (their per-call cost is part of every figure) but out of reach: every
     # caller here is one host, and a fast machine would otherwise meet the per-host limit.
+    if args.http:
+        extra["http_listen"] = "127.0.0.1:0"
     config = ServerConfig(db_urls=(args.db,), listen="127.0.0.1:0", grace=1.0,
                           quota_calls=1e9, quota_ids=1e12, **extra)
     with IdGenServer(config, servicer=null if args.mode == "null" else None) as server:
-        print(f"ready {server.address}", flush=True)
+        http = f" http {server.http_address}" if server.http_address else ""
+        print(f"ready {server.address}{http}", flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or dies)
         stats = {biz: {"fetches": b.fetches, "waits": b.waits} for biz, b in server.buffers}
         print("stats " + json.dumps(stats), flush=True)
+
+
+def serve_http_null(id_base: int) -> None:
+    """The HTTP floor: the same ``HttpServer`` (same loop, thread and aiohttp settings) and a
+    handler that answers ``GET /v1/ids/{biz_type}?count=N`` with a prebuilt body of the size
+    idgen's has (``count`` IDs from ``id_base``, as strings), with no validation and no buffer."""
+    from aiohttp import web
+
+    from idgen_server.http_server import HttpServer
+
+    bodies: dict[str, str] = {}
+
+    async def ids(request: web.Request) -> web.Response:
+        count = request.query.get("count", "1")
+        body = bodies.get(count)
+        if body is None:
+            body = bodies[count] = json.dumps(
+                {"ids": [str(i) for i in range(id_base, id_base + int(count))]},
+                separators=(",", ":"))
+        return web.Response(text=body, content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+
+    app = web.Application()
+    app.router.add_get("/v1/ids/{biz_type}", ids, allow_head=False)
+    with HttpServer(app, "127.0.0.1:0", grace=1.0) as server:
+        print(f"ready {server.address} http {server.address}", flush=True)
+        sys.stdin.read()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from tests.conftest import IN_CI
 
 pytestmark = pytest.mark.slow
 
-EXPECTED_SCENARIOS = {"1", "2", "3", "4", "5", "6", "7", "8"}
+EXPECTED_SCENARIOS = {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
 
 
 @pytest.fixture(scope="module")

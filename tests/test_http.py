@@ -296,3 +296,9 @@ async def test_the_http_address_may_come_from_the_environment(order_db, start_se
     server = start_server([order_db], env={**cli_env(), "IDGEN_HTTP_LISTEN": "127.0.0.1:0"})
     status, _, body = await get(f"{server.http_url}/v1/ids/{BIZ}?count=2")
     assert status == 200 and len(body["ids"]) == 2
+
+
+async def test_the_largest_count_is_served_whole(http_server):
+    status, _, body = await get(f"{http_server.http_url}/v1/ids/{BIZ}?count=100000")
+    ids = [int(i) for i in body["ids"]]
+    assert status == 200 and len(set(ids)) == 100_000 and ids == sorted(ids)
