@@ -18,6 +18,7 @@ from idgen_client import (
     Sequencer,
     ServiceUnavailable,
     Stamp,
+    Unauthenticated,
     UnknownBizType,
 )
 from idgen_client.aio import AsyncLocalGenerator, AsyncRemoteClient, AsyncSequencer
@@ -349,3 +350,27 @@ async def test_a_stamp_the_loader_fails_raises_and_leaves_the_group_unknown(msg_
         with pytest.raises(ServiceUnavailable, match="message store"):
             await sequencer.stamp("g")
         assert "g" not in sequencer
+
+
+async def test_remote_client_speaks_tls_and_sends_its_token(order_db, start_server, tmp_path):
+    from tests.support.certs import make_certs
+    from tests.support.tokens import cli_env, create_token
+
+    certs = make_certs(tmp_path)
+    token = create_token([order_db], "order")
+    server = start_server([order_db], env=cli_env(), extra_args=[
+        "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)])
+    async with AsyncRemoteClient(server.address, ca_file=str(certs.ca), token=token, env={}) as client:
+        assert len(await client.next_ids("order", 3)) == 3
+    async with AsyncRemoteClient(server.address, ca_file=str(certs.ca), env={}, retries=0) as client:
+        with pytest.raises(Unauthenticated):
+            await client.next_ids("order", 1)
+    async with AsyncLocalGenerator("order", server.address, ca_file=str(certs.ca),
+                                   token=token) as generator:
+        assert await generator.next_id() > 0
+    # Plaintext to a TLS server: explained at once, the handshake probe run off the loop.
+    async with LagProbe() as probe:
+        async with AsyncRemoteClient(server.address, env={}, timeout=2) as plain:
+            with pytest.raises(ServiceUnavailable, match="TLS"):
+                await plain.next_ids("order", 1)
+    assert probe.worst < MAX_LAG
