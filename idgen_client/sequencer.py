@@ -45,6 +45,7 @@ is why a stamp writes its seq back whether or not the group is still there.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -154,6 +155,9 @@ class Sequencer:
         max_retries: int = DEFAULT_MAX_RETRIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if inspect.iscoroutinefunction(getattr(generator, "next_id", None)):
+            raise ConfigError("this generator is for asyncio (its next_id is a coroutine): "
+                              "stamp with idgen_client.aio.AsyncSequencer")
         self._check_settings(loader=loader, lease=lease, max_groups=max_groups,
                              retry_window=retry_window, max_retries=max_retries)
         if lease is not None and not callable(getattr(generator, "skip_past_all", None)):

@@ -135,7 +135,7 @@ class Authenticator:
         values = [value for key, value in metadata if key == HEADER]
         if not values:
             raise Unauthenticated("this server needs a token: send `authorization: Bearer <token>` "
-                                  "metadata (token= or IDGEN_TOKEN in the clients)")
+                                  "(gRPC metadata or an HTTP header; token= or IDGEN_TOKEN in the clients)")
         value = values[0]
         if len(values) > 1 or not isinstance(value, str) or value[:len(_PREFIX)].lower() != _PREFIX:
             raise Unauthenticated("the authorization metadata must be one `Bearer <token>`")

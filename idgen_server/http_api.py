@@ -204,8 +204,11 @@ def _count(request: web.Request) -> int:
     """``count`` from the query (1 if absent); ``InvalidRequest`` for anything else there."""
     query = request.query
     unknown = sorted(set(query) - {"count"})
+    if "token" in unknown:  # as Tinyid takes it
+        raise InvalidRequest("send the token as an `Authorization: Bearer <token>` header, not in "
+                             "the query (a query string ends up in access logs)")
     if unknown:
-        raise InvalidRequest(f"unknown query parameter {unknown[0]!r}: the only one is count")
+        raise InvalidRequest(f"unknown query parameter {unknown[0][:64]!r}: the only one is count")
     values = query.getall("count", ["1"])
     if len(values) > 1:
         raise InvalidRequest("give count once")

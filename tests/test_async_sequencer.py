@@ -140,3 +140,12 @@ async def test_bad_settings_are_refused_at_construction(generator):
         AsyncSequencer(generator.buffer)  # type: ignore[arg-type] # no skip_past_all
     with pytest.raises(ConfigError, match="lease"):
         AsyncSequencer(generator, lease=object())  # type: ignore[arg-type]
+
+
+async def test_a_synchronous_sequencer_refuses_an_asyncio_generator():
+    from idgen_client import Sequencer
+    from idgen_client.aio import AsyncLocalGenerator
+
+    async with AsyncLocalGenerator("msg", "127.0.0.1:1") as generator:
+        with pytest.raises(ConfigError, match="AsyncSequencer"):
+            Sequencer(generator)  # type: ignore[arg-type]

@@ -113,6 +113,7 @@ async def test_a_segment_is_the_callers_alone(http_server):
     ("GET", f"/v1/ids/{BIZ}?count=100001", None, 400, "INVALID_ARGUMENT", "100000"),
     ("GET", f"/v1/ids/{BIZ}?count=1&count=2", None, 400, "INVALID_ARGUMENT", "once"),
     ("GET", f"/v1/ids/{BIZ}?cnt=5", None, 400, "INVALID_ARGUMENT", "cnt"),
+    ("GET", f"/v1/ids/{BIZ}?token=secret", None, 400, "INVALID_ARGUMENT", "Authorization: Bearer"),
     ("POST", f"/v1/segments/{BIZ}", b"{not json", 400, "INVALID_ARGUMENT", "JSON"),
     ("POST", f"/v1/segments/{BIZ}", b"[1, 2]", 400, "INVALID_ARGUMENT", "object"),
     ("POST", f"/v1/segments/{BIZ}", b'{"stepz": 2}', 400, "INVALID_ARGUMENT", "stepz"),

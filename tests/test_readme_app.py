@@ -54,6 +54,8 @@ def test_the_readme_app_stamps_each_groups_messages_in_one_chain(server, tmp_pat
             assert isinstance(body["seq"], str)  # strings: JavaScript loses integers above 2^53
             stamps[group].append(Stamp(int(body["seq"]), int(body["prev_seq"])))
         resent = http.post("/groups/g1/messages", json={"client_msg_id": "m1", "text": "hello 1"})
+        nameless = http.post("/groups/g1/messages", json={"client_msg_id": "", "text": "x"})
+        assert nameless.status_code == 422  # an empty ID would make every such message one
         saved = app.state.store.groups
     assert_chains(stamps)
     assert Stamp(int(resent.json()["seq"]), int(resent.json()["prev_seq"])) == stamps["g1"][0]
