@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from idgen_core.errors import IdGenError, InvalidRequest, QuotaExceeded
 from idgen_core.segment import (
@@ -109,8 +110,12 @@ class HttpApi:
     async def segments(self, request: web.Request) -> web.Response:
         grant = await self._identify(request)
         biz_type = validate_biz_type(request.match_info["biz_type"])
-        message = _segment_request(await request.read())
         self._gate.admit(grant, functools.partial(_peer, request), biz_type, 0)
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise InvalidRequest(f"the request body must not be compressed (Content-Encoding: "
+                                 f"{encoding[:32]!r}): a NextSegment request takes under 100 bytes")
+        message = _segment_request(await request.read())
         segment = await self._blocking(self._service.next_segment, biz_type, message.floor,
                                        message.steps, message.above_all)
         return web.json_response(
@@ -157,6 +162,8 @@ class HttpApi:
             if isinstance(exc, QuotaExceeded):
                 headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
             return _error(http_status_for(code), code.name, message, headers)
+        except RequestPayloadError:  # a body cut short, or a chunked encoding gone wrong
+            return _error(400, "INVALID_ARGUMENT", "the request body could not be read whole")
         except web.HTTPException as exc:  # the router's: no such path or method, a body too big
             if exc.status < 400:
                 raise
@@ -232,6 +239,8 @@ def _segment_request(body: bytes) -> idgen_pb2.NextSegmentRequest:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest(f"the request body is not UTF-8 JSON ({exc})") from None
+    except RecursionError:  # thousands of nested brackets
+        raise InvalidRequest("the request body is nested too deeply to be a NextSegment request") from None
     if not isinstance(data, dict):
         raise InvalidRequest('the request body must be a JSON object: {"floor": "...", '
                              '"steps": N, "above_all": true|false}, each optional')
@@ -256,10 +265,13 @@ def _segment_request(body: bytes) -> idgen_pb2.NextSegmentRequest:
 
 
 def _peer(request: web.Request) -> str:
-    """The caller as gRPC names peers (``ipv4:10.0.0.7:51234``), for quotas and the log."""
+    """The caller exactly as gRPC names it (``ipv4:10.0.0.7:51234``, ``ipv6:%5B::1%5D:51234``),
+    so that a caller's quota is one bucket over both APIs."""
     transport = request.transport
     peername = transport.get_extra_info("peername") if transport is not None else None
     if not peername:
-        return "unknown"
+        return f"ipv4:{request.remote or 'unknown'}:0"
     host, port = peername[0], peername[1]
-    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+    if host.lower().startswith("::ffff:") and "." in host:  # IPv4 on a dual-stack socket
+        host = host[7:]
+    return f"ipv6:%5B{host}%5D:{port}" if ":" in host else f"ipv4:{host}:{port}"

@@ -69,7 +69,8 @@ class Quotas:
                 bucket = self._new_bucket(caller, now)
             elapsed = now - bucket[2]
             bucket[2] = now
-            calls = min(calls_rate, bucket[0] + elapsed * calls_rate)
+            # The calls bucket holds at least one call: below 1/s it would never admit one.
+            calls = min(max(calls_rate, 1.0), bucket[0] + elapsed * calls_rate)
             left = min(ids_rate, bucket[1] + elapsed * ids_rate)
             wait = 0.0
             if calls_rate and calls < 1:
@@ -95,6 +96,6 @@ class Quotas:
                 caller = _OVERFLOW
                 if caller in self._buckets:
                     return self._buckets[caller]
-        bucket = [float(self.calls_per_second), float(self.ids_per_second), now]
+        bucket = [max(float(self.calls_per_second), 1.0), float(self.ids_per_second), now]
         self._buckets[caller] = bucket
         return bucket

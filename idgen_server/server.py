@@ -194,7 +194,8 @@ class IdGenServer:
                         "quota_calls": config.quota_calls, "quota_ids": config.quota_ids,
                         "metrics": self.metrics_address, "reflection": config.reflection})
         if self.config.insecure and not self.config.loopback:
-            log.warning("serving on %s, beyond loopback, with --insecure: %s; %s", self.address,
+            where = self.address + (f" and HTTP on {self.http_address}" if self.http_address else "")
+            log.warning("serving on %s, beyond loopback, with --insecure: %s; %s", where,
                         "TLS on" if self.config.tls else "plaintext, readable by anyone on the network",
                         "tokens required" if self.auth.required
                         else "open to every caller until a token is created (idgen token create)")
@@ -249,13 +250,15 @@ class IdGenServer:
     def _release(self, grace: float = 0.0) -> None:
         self._health.drain(announce=False)  # a Watch stream hears NOT_SERVING before the server goes
         if self._http is not None:
-            self._http.stop()
+            self._http.begin_stop()  # both stop taking calls at once, and drain together
         self._grpc.stop(grace).wait()
         self._health.close()
         self.auth.close()
-        # Before the executor: a call still waiting on a buffer ends now, as UNAVAILABLE,
-        # rather than up to the buffer's wait timeout after the grace period.
+        # Before the executor: a call still waiting on a buffer ends now, as UNAVAILABLE
+        # (503 over HTTP), rather than up to the buffer's wait timeout after the grace period.
         self.buffers.close()
+        if self._http is not None:
+            self._http.stop()
         self._executor.shutdown(wait=True)
         if self._metrics is not None:
             self._metrics.close()

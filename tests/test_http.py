@@ -303,3 +303,43 @@ async def test_the_largest_count_is_served_whole(http_server):
     status, _, body = await get(f"{http_server.http_url}/v1/ids/{BIZ}?count=100000")
     ids = [int(i) for i in body["ids"]]
     assert status == 200 and len(set(ids)) == 100_000 and ids == sorted(ids)
+
+
+async def test_compressed_or_deeply_nested_bodies_get_a_400_and_no_traceback(http_server):
+    url = f"{http_server.http_url}/v1/segments/{BIZ}"
+    status, _, body = await call("POST", url, data=b"xx", headers={"Content-Encoding": "gzip"})
+    assert (status, body["error"]["code"]) == (400, "INVALID_ARGUMENT")
+    assert "compressed" in body["error"]["message"]
+    status, _, _ = await call("GET", f"{http_server.http_url}/healthz", data=b"xx",
+                              headers={"Content-Encoding": "gzip"})
+    assert status == 200
+    status, _, body = await call("POST", url, data=b"[" * 5000 + b"]" * 5000)
+    assert (status, body["error"]["code"]) == (400, "INVALID_ARGUMENT")
+    assert not any("Traceback" in line for line in http_server.output), "".join(http_server.output)
+
+
+async def test_a_caller_has_one_quota_over_grpc_and_http_on_ipv6(order_db, start_server):
+    server = start_server([order_db], listen="[::1]:0", env=cli_env(),
+                          extra_args=["--http-listen", "[::1]:0", "--quota-calls", "1"])
+    with RemoteClient(server.address, retries=0) as client:
+        client.next_ids(BIZ, 1)  # the one call of this second
+    status, _, body = await get(f"{server.http_url}/v1/ids/{BIZ}")
+    assert (status, body["error"]["code"]) == (429, "RESOURCE_EXHAUSTED")
+
+
+async def test_stopping_answers_a_call_waiting_on_the_database_with_503(order_db, start_server):
+    server = start_server([order_db], extra_args=[*HTTP, "--db-timeout", "30"], env=cli_env())
+    await get(f"{server.http_url}/v1/ids/{BIZ}")
+    lock = sqlite3.connect(order_db.removeprefix("sqlite:///"), isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        waiting = asyncio.create_task(get(f"{server.http_url}/v1/ids/{BIZ}?count=100000"))
+        await asyncio.sleep(0.5)
+        assert not waiting.done() and server.proc is not None
+        server.proc.send_signal(signal.SIGINT)
+        status, _, body = await asyncio.wait_for(waiting, 20)
+        assert (status, body["error"]["code"]) == (503, "UNAVAILABLE")
+        assert await asyncio.to_thread(server.proc.wait, 20) == 0
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()

@@ -67,3 +67,14 @@ def test_the_ids_quota_cannot_be_set_below_one_call_of_the_largest_count():
 ])
 def test_a_peer_is_its_host_whatever_its_port(peer, host):
     assert peer_host(peer) == host
+
+
+def test_a_rate_below_one_call_a_second_still_admits_a_call_now_and_then():
+    clock = Clock()
+    quotas = Quotas(calls_per_second=0.5, ids_per_second=0, clock=clock)
+    quotas.charge("a")  # a full bucket holds one call
+    with pytest.raises(QuotaExceeded) as refused:
+        quotas.charge("a")
+    assert refused.value.retry_after == pytest.approx(2.0)
+    clock.now += 2.0
+    quotas.charge("a")
