@@ -39,7 +39,8 @@ from idgen_core.errors import (
     StorageUnavailable,
     UnknownBizType,
 )
-from idgen_core.segment import Segment, validate_floor, validate_steps
+from idgen_core.retry import Backoff
+from idgen_core.segment import MAX_STEP_MULTIPLIER, Segment, validate_floor, validate_steps
 from idgen_server.defaults import DEFAULT_ABOVE_ALL_LIMIT
 from idgen_server.health import DatabaseHealth, Health
 from idgen_server.rows import BizRow, check_residue_set, check_row
@@ -51,6 +52,13 @@ from idgen_server.urls import check_distinct
 __all__ = ["Allocator", "unknown_biz_type"]
 
 log = logging.getLogger(__name__)
+
+_FLOOR_PATIENCE = 2.0
+"""Seconds a floor above every ID read is read again before it is refused (``_check_floor``):
+ample for a database replica to apply an allocation already committed elsewhere."""
+_FLOOR_RETRY = Backoff(0.02, 0.5)
+_LAG_ALLOCATIONS = 16
+"""How many of the largest allocations (``MAX_STEP_MULTIPLIER`` steps) a replica may lag."""
 
 
 def unknown_biz_type(biz_type: str) -> UnknownBizType:
@@ -282,12 +290,32 @@ class Allocator:
         return high
 
     def _check_floor(self, biz_type: str, floor: int) -> None:
-        """Refuse a floor above every ID allocated for the biz type."""
-        found, failed = self._rows.read_every(biz_type)
-        rows = {i: row for i, row in found.items() if row is not None}
-        high = self._raise_high(biz_type, rows) if rows else 0
-        if floor <= high:
-            return
+        """Refuse a floor above every ID allocated for the biz type.
+
+        A floor above what this server read may still be an ID handed out: by another
+        server, from a database node whose replica here has not applied that allocation
+        yet (a Galera node that lags, or one just rejoined). Refusing it would be a
+        permanent error for a client that did nothing wrong, so a floor within
+        ``_LAG_ALLOCATIONS`` of the largest allocations above what was read is read again,
+        for up to ``_FLOOR_PATIENCE`` seconds, before it is called wrong. One farther above
+        (a made-up number) is refused at once.
+        """
+        deadline = time.monotonic() + _FLOOR_PATIENCE
+        attempt = 0
+        while True:
+            found, failed = self._rows.read_every(biz_type)
+            rows = {i: row for i, row in found.items() if row is not None}
+            high = self._raise_high(biz_type, rows) if rows else 0
+            if floor <= high:
+                return
+            if failed or not rows:
+                break
+            reach = _LAG_ALLOCATIONS * MAX_STEP_MULTIPLIER * max(row.step for row in rows.values())
+            attempt += 1
+            delay = _FLOOR_RETRY.delay(attempt)
+            if floor > high + reach or time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay)
         if failed:
             raise StorageUnavailable(
                 f"cannot check floor {floor} for {biz_type!r}{self._unreachable(found)}: "

@@ -14,7 +14,7 @@ from idgen_client import (
 from idgen_core.errors import StorageUnavailable
 from idgen_server.allocator import Allocator
 from idgen_server.registry import register
-from idgen_server.rows import residue_class
+from idgen_server.rows import BizRow, residue_class
 from idgen_server.store import SegmentStore
 from tests.support.fakes import spy
 from tests.support.proxy import behind_proxy
@@ -157,3 +157,31 @@ def test_biz_type_names_are_case_sensitive_on_every_database(store):
     store.register("ORDER", step=20)
     assert (store.allocate("order").end, store.allocate("ORDER").end) == (10, 20)
     assert store.read("Order") is None
+
+
+class _Lagging(SegmentStore):
+    """A database replica that has not applied the latest allocation yet: its first
+    ``stale`` reads show the row as it was before (a Galera node behind the others)."""
+
+    def __init__(self, url: str, before: BizRow, stale: int) -> None:
+        super().__init__(url)
+        self.before, self.stale = before, stale
+
+    def read(self, biz_type: str) -> BizRow | None:
+        if self.stale:
+            self.stale -= 1
+            return self.before  # unseen by this store's high water, as a replica's row is
+        return super().read(biz_type)
+
+
+def test_a_floor_a_lagging_replica_has_not_applied_yet_is_waited_for_not_refused(sqlite_url):
+    [store] = open_stores([sqlite_url])
+    store.register("order", step=10)
+    before = store.read("order")
+    with Allocator([store]) as elsewhere:  # another server, on an up-to-date node
+        handed_out = elsewhere.allocate("order")
+    lagging = _Lagging(sqlite_url, before, stale=3)
+    with Allocator([lagging]) as here:
+        segment = here.allocate("order", floor=handed_out.end)  # what its client was given
+    assert segment.start > handed_out.end
+    store.close()
