@@ -185,3 +185,17 @@ def test_a_floor_a_lagging_replica_has_not_applied_yet_is_waited_for_not_refused
         segment = here.allocate("order", floor=handed_out.end)  # what its client was given
     assert segment.start > handed_out.end
     store.close()
+
+
+def test_a_floor_equal_to_the_highest_id_allocated_is_served_by_a_server_that_had_not_seen_it(
+        sqlite_url):
+    [store] = open_stores([sqlite_url])
+    store.register("order", step=10)
+    with Allocator([store]) as elsewhere:
+        handed_out = elsewhere.allocate("order")
+    [fresh] = open_stores([sqlite_url])  # another server: it never saw that allocation
+    with Allocator([fresh]) as here:
+        segment = here.allocate("order", floor=handed_out.end)  # exactly the highest ID
+    assert segment.start == handed_out.end + 1
+    store.close()
+    fresh.close()

@@ -175,3 +175,14 @@ def test_a_sequencer_restarted_without_a_loader_costs_the_receiver_one_empty_fet
     assert gap == Gap(stamps[4].seq, stamps[5].prev_seq) and stamps[5].prev_seq >= stamps[4].seq
     receiver.skip("g", gap.through)  # the store has nothing in between
     assert [s for s, _ in receiver.ready("g")] == stamps[5:]
+
+
+def test_a_skipped_gap_is_not_reported_missing_again():
+    receiver: Receiver[str] = Receiver(last_shown=lambda group: 40)
+    receiver.add("g", Stamp(7_001, 7_000))
+    receiver.add("g", Stamp(9_001, 9_000))  # a second gap, after the first
+    assert receiver.missing("g") == [Gap(40, 7_000), Gap(7_001, 9_000)]
+    receiver.skip("g", 7_000)  # the store had nothing up to 7,000; nothing released yet
+    assert receiver.missing("g") == [Gap(7_001, 9_000)]
+    receiver.skip("g", 9_000)
+    assert receiver.missing("g") == []

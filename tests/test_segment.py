@@ -25,7 +25,8 @@ def test_claimed_segment_holds_exactly_the_ids_of_its_residue_class(low, step, d
     assert ids[0] == expected_first and ids[-1] <= end < ids[-1] + delta
     assert all(i % delta == remainder for i in (ids[0], ids[-1]))
     assert len(segment) == len(ids) and segment.last == ids[-1]
-    assert ids[-1] <= INT64_MAX
+    # Every ID of the class in (low, end], none skipped: the count the range must hold.
+    assert len(ids) == (end - expected_first) // delta + 1
 
 
 @given(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 3)), min_size=1, max_size=30))
