@@ -1,0 +1,81 @@
+"""The table between idgen's errors, gRPC status codes and HTTP statuses, in this process."""
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+
+from idgen_core.errors import (
+    BizTypeMisconfigured,
+    IdGenError,
+    IdSpaceExhausted,
+    InvalidRequest,
+    PermissionDenied,
+    QuotaExceeded,
+    ServiceUnavailable,
+    StorageUnavailable,
+    Unauthenticated,
+    UnknownBizType,
+)
+from idgen_wire.status import code_for, error_for, error_from, http_status_for, status_for
+
+TABLE = [
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT, 400),
+    (UnknownBizType, grpc.StatusCode.NOT_FOUND, 404),
+    (BizTypeMisconfigured, grpc.StatusCode.FAILED_PRECONDITION, 400),
+    (ServiceUnavailable, grpc.StatusCode.UNAVAILABLE, 503),
+    (IdSpaceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, 401),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, 403),
+]
+
+
+class _Failed(grpc.RpcError):
+    """A failed call as the client sees it: its code, details and trailers."""
+
+    def __init__(self, status: grpc.Status) -> None:
+        self._status = status
+
+    def code(self) -> grpc.StatusCode:
+        return self._status.code
+
+    def details(self) -> str:
+        return self._status.details
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return tuple(self._status.trailing_metadata or ())
+
+
+@pytest.mark.parametrize(("error", "code", "http"), TABLE)
+def test_each_error_crosses_the_wire_as_itself(error, code, http):
+    status = status_for(error("what happened"), "what happened")
+    assert status.code is code is code_for(error("x"))
+    assert http_status_for(code) == http
+    back = error_from(_Failed(status))
+    assert type(back) is error and str(back) == "what happened"
+
+
+def test_a_quota_refusal_keeps_its_wait_and_is_told_from_exhaustion():
+    status = status_for(QuotaExceeded("slow down", 2.5), "slow down")
+    assert status.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    back = error_from(_Failed(status))
+    assert isinstance(back, QuotaExceeded) and back.retry_after == pytest.approx(2.5)
+    exhausted = error_from(_Failed(status_for(IdSpaceExhausted("used up"), "used up")))
+    assert type(exhausted) is IdSpaceExhausted
+    assert rpc_status.from_call(_Failed(status)) is not None  # the details travel in the trailers
+
+
+def test_a_quota_wait_below_a_millisecond_is_sent_as_a_millisecond():
+    back = error_from(_Failed(status_for(QuotaExceeded("x", 0.0), "x")))
+    assert isinstance(back, QuotaExceeded) and back.retry_after == pytest.approx(0.001)
+
+
+def test_what_is_not_in_the_table_is_internal_and_unmapped_codes_say_their_name():
+    assert code_for(IdGenError("a bug")) is grpc.StatusCode.INTERNAL
+    assert code_for(StorageUnavailable("db down")) is grpc.StatusCode.UNAVAILABLE
+    assert http_status_for(grpc.StatusCode.INTERNAL) == 500
+    assert http_status_for(grpc.StatusCode.DATA_LOSS) == 500  # not in the table
+    unmapped = error_for(grpc.StatusCode.DATA_LOSS, "lost")
+    assert type(unmapped) is IdGenError and "DATA_LOSS" in str(unmapped) and "lost" in str(unmapped)
+    late = error_for(grpc.StatusCode.DEADLINE_EXCEEDED, "too slow")
+    assert isinstance(late, ServiceUnavailable) and "in time" in str(late)
