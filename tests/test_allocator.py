@@ -199,3 +199,21 @@ def test_a_floor_equal_to_the_highest_id_allocated_is_served_by_a_server_that_ha
     assert segment.start == handed_out.end + 1
     store.close()
     fresh.close()
+
+
+def test_exists_says_whether_any_database_has_the_biz_type(sqlite_url, tmp_path):
+    other = f"sqlite:///{tmp_path}/other.db"
+    stores = open_stores([sqlite_url, other])
+    stores[1].register("order", step=10, delta=2, remainder=1)  # only the second has it
+    with Allocator(stores) as allocator:
+        assert allocator.exists("order")
+        assert not allocator.exists("nosuch")
+    for store in stores:
+        store.close()
+
+
+def test_exists_with_no_database_answering_is_storage_unavailable():
+    store = SegmentStore("mysql+pymysql://root@127.0.0.1:1/nothing", timeout=1)
+    with Allocator([store]) as allocator:
+        with pytest.raises(StorageUnavailable):
+            allocator.exists("order")

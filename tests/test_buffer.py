@@ -236,3 +236,22 @@ def test_nowait_takes_only_what_is_buffered_and_the_rest_comes_above_it():
         source.gate.set()
         rest = buffer.next_ids(3)
     assert rest[0] > taken[-1]
+
+
+def test_the_state_says_what_is_held_and_what_was_handed_out():
+    source = Source(step=10)
+    with DoubleBuffer(source, preload_at=0.5) as buffer:
+        empty = buffer.state()
+        assert (empty.current, empty.next, empty.left, empty.issued, empty.buffered) == \
+            (None, None, 0, 0, 0)
+        drawn = buffer.next_ids(6)  # past the threshold: the next segment is fetched
+        wait_until(lambda: buffer.state().next is not None, 5, "the preloaded segment")
+        state = buffer.state()
+        assert (state.current.start, state.current.end) == (drawn[0], 10)
+        assert state.left == 4 and state.issued == 6 and state.fetches == 2 and state.waits == 1
+        assert state.buffered == 4 + len(state.next)
+        buffer.next_ids(7)  # the rest of the first segment, and 3 of the next
+        later = buffer.state()
+        assert later.issued == 13 and later.current == state.next and later.left == 7
+    closed = buffer.state()
+    assert closed.current is None and closed.left == 0 and closed.issued == 13

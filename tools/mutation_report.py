@@ -5,7 +5,7 @@ prints one row per module: mutants killed by a test (a timeout counts as killed:
 made a test hang), survived (every test passed), and not reached by any selected test; the
 kill rate is killed over all three. ``--survivors`` lists the mutants that lived, to look at
 with ``mutmut show NAME``. Why not mutmut's own summary: it counts the whole run, not each
-module, and the issue of a weak module hides in a good total.
+module, and a weak module hides in a good total.
 """
 from __future__ import annotations
 
