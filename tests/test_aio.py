@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -24,11 +25,14 @@ from idgen_client import (
 from idgen_client.aio import AsyncLocalGenerator, AsyncRemoteClient, AsyncSequencer
 from tests.support.chains import assert_chains
 from tests.support.proxy import TcpProxy
+from tests.support.servers import ServerProcess
 from tests.support.stores import prepare, read_row
 from tests.support.tasks import no_task_outlives_its_test  # noqa: F401 (autouse)
 
 MAX_LAG = 0.010
 """The loop's worst lag while callers wait on a server that is down, hanging or slow."""
+TRIALS = 3
+"""Attempts at staying under MAX_LAG (see worst_lags)."""
 
 
 @pytest.fixture
@@ -194,20 +198,25 @@ async def test_skip_past_all_moves_above_every_database(make_mariadb, start_serv
 
 # -- never blocking the loop ----------------------------------------------------------------
 
-@pytest.fixture
-async def proxied(order_db, start_server) -> AsyncIterator[tuple[TcpProxy, AsyncLocalGenerator]]:
+@contextlib.asynccontextmanager
+async def proxied_generator(server: ServerProcess) -> AsyncIterator[tuple[TcpProxy, AsyncLocalGenerator]]:
     """A generator whose server is reached through a proxy, with its first segment in."""
-    server = start_server([order_db])
     proxy = TcpProxy("127.0.0.1", int(server.address.rsplit(":", 1)[1]))
     client = AsyncRemoteClient(proxy.address, timeout=0.5, retries=2, backoff=0.05)
     generator = AsyncLocalGenerator("order", client, wait_timeout=1.0)
-    await generator.next_id()
     try:
+        await generator.next_id()
         yield proxy, generator
     finally:
         await generator.aclose()
         await client.close()
         proxy.close()
+
+
+@pytest.fixture
+async def proxied(order_db, start_server) -> AsyncIterator[tuple[TcpProxy, AsyncLocalGenerator]]:
+    async with proxied_generator(start_server([order_db])) as both:
+        yield both
 
 
 async def drain(generator: AsyncLocalGenerator) -> None:
@@ -217,30 +226,56 @@ async def drain(generator: AsyncLocalGenerator) -> None:
         await generator.next_ids(buffered)
 
 
+async def worst_lags(server: ServerProcess,
+                     scenario: Callable[[TcpProxy, AsyncLocalGenerator], Awaitable[None]]) -> list[float]:
+    """The loop's worst lag during ``scenario``, on a fresh generator each attempt, until one
+    attempt stays under MAX_LAG or TRIALS were made.
+
+    The machine's own load delays a wake-up now and then beyond MAX_LAG (15 ms seen once, in
+    CI, where two workers and the servers they start share two cores); a loop that blocks
+    while callers wait on the server blocks on every attempt.
+    """
+    worst: list[float] = []
+    while len(worst) < TRIALS and (not worst or worst[-1] >= MAX_LAG):
+        async with proxied_generator(server) as (proxy, generator), LagProbe() as probe:
+            await scenario(proxy, generator)
+        assert probe.wakes >= 50  # the probe ran all along
+        worst.append(probe.worst)
+    return worst
+
+
+def stalls(worst: list[float]) -> str:
+    return f"the loop stalled for {', '.join(f'{w * 1000:.1f}' for w in worst)} ms ({len(worst)} attempts)"
+
+
 @pytest.mark.parametrize("fault", ["refuse", "hang"])
-async def test_callers_waiting_on_a_server_that_is_down_never_block_the_loop(proxied, fault):
-    proxy, generator = proxied
-    async with LagProbe() as probe:
+async def test_callers_waiting_on_a_server_that_is_down_never_block_the_loop(order_db, start_server, fault):
+    outcomes: list[object] = []
+
+    async def callers_wait(proxy: TcpProxy, generator: AsyncLocalGenerator) -> None:
         getattr(proxy, fault)()
         await drain(generator)  # from here on, the generator fetches from a server that is down
         callers = [asyncio.create_task(generator.next_id()) for _ in range(20)]
-        done = await asyncio.gather(*callers, return_exceptions=True)
+        outcomes.extend(await asyncio.gather(*callers, return_exceptions=True))
         await asyncio.sleep(0.3)  # the fetch task retries meanwhile
-        late = await asyncio.gather(generator.next_id(), return_exceptions=True)
-    assert all(isinstance(d, ServiceUnavailable) for d in done + late), done + late
-    assert probe.wakes >= 50  # the probe ran all along...
-    assert probe.worst < MAX_LAG, f"the loop stalled for {probe.worst * 1000:.1f} ms"  # ...on time
+        outcomes.extend(await asyncio.gather(generator.next_id(), return_exceptions=True))
+
+    worst = await worst_lags(start_server([order_db]), callers_wait)
+    assert outcomes and all(isinstance(o, ServiceUnavailable) for o in outcomes), outcomes
+    assert worst[-1] < MAX_LAG, stalls(worst)
 
 
-async def test_callers_waiting_on_a_slow_server_get_their_ids_and_never_block_the_loop(proxied):
-    proxy, generator = proxied
-    async with LagProbe() as probe:
+async def test_callers_waiting_on_a_slow_server_get_their_ids_and_never_block_the_loop(order_db, start_server):
+    got: list[list[int]] = []
+
+    async def callers_wait(proxy: TcpProxy, generator: AsyncLocalGenerator) -> None:
         proxy.slow(0.1)
         await drain(generator)
-        got = await asyncio.gather(*(generator.next_id() for _ in range(20)))
-    assert len(set(got)) == 20
-    assert probe.wakes >= 50
-    assert probe.worst < MAX_LAG, f"the loop stalled for {probe.worst * 1000:.1f} ms"
+        got.append(await asyncio.gather(*(generator.next_id() for _ in range(20))))
+
+    worst = await worst_lags(start_server([order_db]), callers_wait)
+    assert all(len(set(ids)) == 20 for ids in got)
+    assert worst[-1] < MAX_LAG, stalls(worst)
 
 
 async def test_a_cancelled_caller_and_a_close_during_a_fetch_leave_no_task(proxied):

@@ -72,6 +72,11 @@ class TcpProxy:
         self.host = host
         self.mode = "up"
         self.delay = 0.0
+        # Cleared while hanging: a pump holding a chunk waits on it, asleep, instead of
+        # polling. A poll wakes a thread of the test's own process every few ms to take
+        # the GIL, which a test measuring its event loop's lag reads as the loop's.
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.drops: list[CommitDrop] = []
         self._commit_traps = 0
         self._commit_when = "before"
@@ -156,7 +161,7 @@ class TcpProxy:
                 if link.partitioned:
                     continue  # nothing crosses a partition, either way
                 while self.mode == "hang" and not self._stopped.is_set():
-                    time.sleep(0.01)
+                    self._flowing.wait()
                 if self.mode != "up":
                     break
                 if self.delay:
@@ -239,17 +244,20 @@ class TcpProxy:
     def refuse(self) -> None:
         """Close the port and reset every connection: connects fail at once."""
         self.mode = "refuse"
+        self._flowing.set()
         self._stop_listening()
         self._drop_connections()
 
     def hang(self) -> None:
         """Accept but forward nothing: calls block until their timeouts."""
         self.mode = "hang"
+        self._flowing.clear()
 
     def slow(self, delay: float) -> None:
         """Forward everything, each chunk ``delay`` seconds late."""
         self.delay = delay
         self.mode = "up"
+        self._flowing.set()
 
     def drop_at_commit(self, times: int = 1, *, after: bool = False, partition: bool = False) -> None:
         """Drop the connection at the next ``times`` COMMITs that follow an UPDATE.
@@ -276,12 +284,14 @@ class TcpProxy:
             self._drop_connections()  # hung connections are dead to their clients anyway
         self.delay = 0.0
         self.mode = "up"
+        self._flowing.set()
         if not self._listening and not self._stopped.is_set():
             self._listen()
 
     def close(self) -> None:
         self._stopped.set()
         self.mode = "refuse"
+        self._flowing.set()
         self._stop_listening()
         if self._listener is not None:
             self._listener.close()
