@@ -22,6 +22,7 @@ from idgen_client.sequencer import Sequencer, Stamp
 from idgen_core.errors import (
     BizTypeConflict,
     BizTypeMisconfigured,
+    BizTypeMoving,
     ConfigError,
     IdGenError,
     IdSpaceExhausted,
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_COUNT",
     "BizTypeConflict",
     "BizTypeMisconfigured",
+    "BizTypeMoving",
     "ConfigError",
     "Arrival",
     "Gap",

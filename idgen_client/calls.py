@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import grpc
 
 from idgen_client.tls import CA_FILE, CERT_FILE, KEY_FILE, channel_credentials, explain_failure
-from idgen_core.errors import ConfigError, InvalidRequest, ServiceUnavailable
+from idgen_core.errors import BizTypeMoving, ConfigError, InvalidRequest, ServiceUnavailable
 from idgen_core.leases import validate_holder, validate_lease_name, validate_ttl_ms
 from idgen_core.retry import Backoff
 from idgen_core.segment import (
@@ -28,6 +28,7 @@ from idgen_core.segment import (
 from idgen_wire import idgen_pb2
 from idgen_wire.address import parse_targets
 from idgen_wire.auth import TOKEN_ENV, bearer
+from idgen_wire.status import error_from
 
 __all__ = [
     "CHANNEL_OPTIONS",
@@ -186,7 +187,13 @@ def release_lease_request(biz_type: str, name: str, holder: str,
 
 
 def no_answer(settings: ClientSettings, attempts: int, last: grpc.RpcError | None) -> ServiceUnavailable:
-    """The error of a call that got no answer from any server in ``attempts`` attempts."""
+    """The error of a call that got no answer from any server in ``attempts`` attempts: the
+    last one's ``BizTypeMoving`` if that was a pause (the servers did answer), else
+    ``ServiceUnavailable`` naming the servers."""
+    if last is not None and last.code() is grpc.StatusCode.UNAVAILABLE:
+        paused = error_from(last)
+        if isinstance(paused, BizTypeMoving):
+            return paused
     detail = last.details() if last is not None else "no attempt was made"
     return ServiceUnavailable(
         f"no ID server answered after {attempts} attempts ({', '.join(settings.targets)}): {detail}")

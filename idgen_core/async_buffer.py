@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Awaitable, Callable, Iterator
 
 from idgen_core.errors import IdGenError, IdSpaceExhausted, InvalidRequest, fresh
-from idgen_core.fetcher import FailureLog, check_above, is_permanent
+from idgen_core.fetcher import FailureLog, check_above, is_permanent, next_attempt
 from idgen_core.pair import (
     DEFAULT_PRELOAD_AT,
     DEFAULT_RETRY,
     DEFAULT_WAIT_TIMEOUT,
     BufferState,
+    Patience,
     SegmentPair,
     check_wait_timeout,
 )
@@ -111,45 +111,48 @@ class AsyncDoubleBuffer(SegmentPair):
 
     async def ready(self) -> None:
         """Return once an ID can be had without waiting; raises what ``next_id`` would."""
-        deadline: float | None = None
+        patience: Patience | None = None
         while not self._has_ids():
             if self._closed:
                 raise self._closed_error()
-            deadline = await self._wait(deadline)
+            patience = await self._wait(patience)
 
     # -- slow path ------------------------------------------------------------
 
     async def _advance(self, exhausted: Iterator[int]) -> int:
-        deadline: float | None = None
+        patience: Patience | None = None
         while True:
             got = self._move_on(exhausted)
             if got is not None:
                 return got
             exhausted = self._ids
-            deadline = await self._wait(deadline)
+            patience = await self._wait(patience)
 
-    async def _wait(self, deadline: float | None) -> float:
-        """Wait for the fetch to end or fail, until ``deadline`` (monotonic; None: from now);
-        the deadline. Raises the fetch's failure, or ``ServiceUnavailable`` at the deadline."""
+    async def _wait(self, patience: Patience | None) -> Patience:
+        """Wait once for the fetch to end or fail, within ``patience`` (None: from now), which
+        is returned for the next wait. Raises the fetch's failure (a pause once waited out),
+        or ``ServiceUnavailable`` once ``wait_timeout`` is over."""
+        patience = patience or Patience(self._wait_timeout)
         error = self._error
-        if error is not None:
+        if error is not None and patience.tells(error):
             if not self._fetching() and not self._exhausted:
                 self._error = None  # a permanent error is reported once; the next call retries
             raise fresh(error)
-        now = time.monotonic()
-        if deadline is None:
+        if not patience.waited:
+            patience.waited = True
             self.waits += 1
-            deadline = now + self._wait_timeout
         self._start_fetch()
         if self._changed is None:
             self._changed = asyncio.Event()
         changed = self._changed
+        remaining = patience.remaining(error)
         try:
-            async with asyncio.timeout(max(deadline - now, 0.0)):
+            async with asyncio.timeout(max(remaining, 0.0)):
                 await changed.wait()
         except TimeoutError:
-            raise self._timed_out(self._wait_timeout) from None
-        return deadline
+            if error is None:
+                raise self._timed_out(self._wait_timeout) from None
+        return patience
 
     def _notify(self) -> None:
         """Wake every caller waiting for a fetch."""
@@ -191,7 +194,7 @@ class AsyncDoubleBuffer(SegmentPair):
                 if is_permanent(failure):
                     return
                 self._notify()
-                attempt += 1
+                attempt = next_attempt(attempt, failure)
                 await asyncio.sleep(self._retry.delay(attempt))
                 continue
             if self._take(segment):

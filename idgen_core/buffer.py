@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 from idgen_core.errors import InvalidRequest, fresh
@@ -28,6 +27,7 @@ from idgen_core.pair import (
     DEFAULT_RETRY,
     DEFAULT_WAIT_TIMEOUT,
     BufferState,
+    Patience,
     SegmentPair,
     check_preload_at,
     check_wait_timeout,
@@ -119,7 +119,7 @@ class DoubleBuffer(SegmentPair):
 
     def _advance(self, exhausted: Iterator[int]) -> int:
         """Move past the exhausted iterator and return one ID; waits if need be."""
-        deadline: float | None = None
+        patience: Patience | None = None
         with self._cond:
             while True:
                 got = self._move_on(exhausted)
@@ -127,18 +127,21 @@ class DoubleBuffer(SegmentPair):
                     return got
                 exhausted = self._ids
                 # Both segments are used up: wait for the fetcher.
+                patience = patience or Patience(self._wait_timeout)
                 fetcher = self._fetcher
-                if fetcher.error is not None:
-                    error = fetcher.error
+                error = fetcher.error
+                if error is not None and patience.tells(error):
                     if not fetcher.busy and not fetcher.exhausted:
                         fetcher.error = None  # a permanent error is reported once; the next call retries
                     raise fresh(error)
-                if deadline is None:
+                if not patience.waited:
+                    patience.waited = True
                     self.waits += 1
-                    deadline = time.monotonic() + self._wait_timeout
                 self._start_fetch()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._cond.wait(remaining):
+                remaining = patience.remaining(error)
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                elif error is None:
                     raise self._timed_out(self._wait_timeout)
 
     def skip_past(self, floor: int, *, fetch: FetchSegment | None = None) -> Segment:

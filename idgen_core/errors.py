@@ -14,6 +14,7 @@ __all__ = [
     "UnknownBizType",
     "BizTypeMisconfigured",
     "BizTypeConflict",
+    "BizTypeMoving",
     "ServiceUnavailable",
     "StorageUnavailable",
     "IdSpaceExhausted",
@@ -58,6 +59,14 @@ class ServiceUnavailable(IdGenError):
 
 class StorageUnavailable(ServiceUnavailable):
     """No database could be reached and nothing was buffered."""
+
+
+class BizTypeMoving(BizTypeMisconfigured, ServiceUnavailable):
+    """``idgen add-db`` has frozen the biz type's rows while it moves them to another set of
+    databases: no segment is cut until the move is done, which takes moments (unless the
+    command stopped halfway: then it must be run again). A pause, not damage: buffers wait
+    it out within ``PAUSE_WAIT`` (``idgen_core.pair``), clients retry it, and it crosses the
+    wire as ``UNAVAILABLE``. Code that refuses rows catches it as ``BizTypeMisconfigured``."""
 
 
 class IdSpaceExhausted(IdGenError):

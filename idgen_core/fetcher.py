@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from idgen_core.errors import (
+    BizTypeMoving,
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
@@ -35,7 +36,7 @@ from idgen_core.errors import (
 from idgen_core.retry import Backoff
 from idgen_core.segment import Segment
 
-__all__ = ["IDLE_CHECK", "Fetcher", "Owner", "FailureLog", "as_idgen_error", "check_above", "fetch_above", "is_permanent"]
+__all__ = ["IDLE_CHECK", "Fetcher", "Owner", "FailureLog", "as_idgen_error", "check_above", "fetch_above", "is_permanent", "next_attempt"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,13 @@ IDLE_CHECK = 5.0
 """Seconds between the idle thread's checks that its buffer still exists."""
 
 _PERMANENT = (UnknownBizType, IdSpaceExhausted, InvalidRequest, Unauthenticated, PermissionDenied)
+
+
+def next_attempt(attempt: int, failure: IdGenError) -> int:
+    """The number of the retry after ``attempt`` failed with ``failure``, which spaces it
+    (``Backoff.delay``): a pause (``BizTypeMoving``) is asked about again at the backoff's
+    first step, for it ends in moments and callers wait it out (``idgen_core.pair.Patience``)."""
+    return 1 if isinstance(failure, BizTypeMoving) else attempt + 1
 
 
 def is_permanent(error: IdGenError) -> bool:
@@ -173,7 +181,7 @@ class Fetcher:
                     # skip_past() moved the floor while this fetch ran: installing the
                     # segment would hand out IDs below ones already given. Fetch again.
                     continue
-            attempt += 1
+            attempt = next_attempt(attempt, failure)
             if self._stop.wait(self._retry.delay(attempt)):
                 with self._cond:
                     self.busy = False

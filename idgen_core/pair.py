@@ -19,15 +19,16 @@ in multi-DB mode that is what moves a lagging database forward.
 from __future__ import annotations
 
 import operator
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from idgen_core.errors import ConfigError, ServiceUnavailable
+from idgen_core.errors import BizTypeMoving, ConfigError, IdGenError, ServiceUnavailable
 from idgen_core.retry import Backoff
 from idgen_core.segment import Segment
 
-__all__ = ["DEFAULT_PRELOAD_AT", "DEFAULT_RETRY", "DEFAULT_WAIT_TIMEOUT", "BufferState", "SegmentPair",
-           "check_preload_at", "check_wait_timeout"]
+__all__ = ["DEFAULT_PRELOAD_AT", "DEFAULT_RETRY", "DEFAULT_WAIT_TIMEOUT", "PAUSE_WAIT", "BufferState",
+           "Patience", "SegmentPair", "check_preload_at", "check_wait_timeout"]
 
 DEFAULT_PRELOAD_AT = 0.2
 """Fetch the next segment once 20% of the current one is used (Tinyid's figure):
@@ -38,6 +39,12 @@ DEFAULT_WAIT_TIMEOUT = 30.0
 
 DEFAULT_RETRY = Backoff(initial=0.05, maximum=2.0)
 """How a buffer spaces its attempts after a failed fetch (until one succeeds)."""
+
+PAUSE_WAIT = 2.0
+"""Seconds a caller waits out a pause (``BizTypeMoving``: ``idgen add-db`` moving the biz
+type, which freezes its rows for milliseconds) before it is told of it; never longer than its
+``wait_timeout``. Bounded, for a move stopped halfway lasts until a person runs it again, and
+a server's threads must not all wait on it."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,42 @@ def check_wait_timeout(wait_timeout: float) -> float:
     if not wait_timeout > 0:
         raise ConfigError(f"wait_timeout must be positive, got {wait_timeout}")
     return wait_timeout
+
+
+class Patience:
+    """How long one caller that found both segments used up waits for a fetch.
+
+    Until ``wait_timeout`` while a fetch is under way. A failed fetch is told at once (the
+    caller may have a server or database to fail over to), but for a pause
+    (``BizTypeMoving``), which is waited out for ``PAUSE_WAIT`` at most: every server sees
+    the same pause, and it ends in moments, so failing over or failing would only turn it
+    into errors. The buffer's fetch meanwhile asks again at the first step of its backoff
+    (``idgen_core.fetcher.next_attempt``).
+    """
+
+    __slots__ = ("deadline", "pause_end", "waited")
+
+    def __init__(self, wait_timeout: float) -> None:
+        self.deadline = time.monotonic() + wait_timeout
+        self.pause_end: float | None = None
+        self.waited = False
+        """Whether the caller has waited yet (each caller counts once in ``waits``)."""
+
+    def tells(self, error: IdGenError) -> bool:
+        """Whether the caller is told of the failed fetch ``error`` now, rather than waiting on."""
+        if not isinstance(error, BizTypeMoving):
+            return True
+        now = time.monotonic()
+        if self.pause_end is None:
+            self.pause_end = min(now + PAUSE_WAIT, self.deadline)
+        return now >= self.pause_end
+
+    def remaining(self, error: IdGenError | None) -> float:
+        """Seconds left to wait, ``error`` being the fetch's failure as last seen (if any).
+        At zero or below, the wait is over: a time-out without an error; with one (a pause),
+        ``tells`` now says to tell it."""
+        end = self.pause_end if self.pause_end is not None and error is not None else self.deadline
+        return end - time.monotonic()
 
 
 class SegmentPair:

@@ -37,7 +37,7 @@ from typing import TypeVar
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from idgen_core.errors import IdGenError, InvalidRequest, QuotaExceeded
+from idgen_core.errors import BizTypeMoving, IdGenError, InvalidRequest, QuotaExceeded
 from idgen_core.segment import (
     MAX_COUNT,
     MAX_STEP_MULTIPLIER,
@@ -51,7 +51,7 @@ from idgen_server.service import IdGenService
 from idgen_server.tokens import Grant
 from idgen_wire import idgen_pb2
 from idgen_wire.auth import HEADER
-from idgen_wire.status import code_for, http_status_for
+from idgen_wire.status import MOVING_RETRY, code_for, http_status_for
 
 __all__ = ["MAX_BODY", "HttpApi", "openapi_document"]
 
@@ -161,6 +161,8 @@ class HttpApi:
             headers = dict(_NO_STORE)
             if isinstance(exc, QuotaExceeded):
                 headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+            elif isinstance(exc, BizTypeMoving):  # a pause: ask again shortly
+                headers["Retry-After"] = str(max(1, math.ceil(MOVING_RETRY)))
             return _error(http_status_for(code), code.name, message, headers)
         except RequestPayloadError:  # a body cut short, or a chunked encoding gone wrong
             return _error(400, "INVALID_ARGUMENT", "the request body could not be read whole")

@@ -27,7 +27,8 @@ server checks:
 
 Either failure is ``BizTypeMisconfigured`` (FAILED_PRECONDITION on the wire):
 the biz type is refused, the others keep being served, and service resumes by
-itself once the rows are repaired.
+itself once the rows are repaired. A row that ``idgen add-db`` froze is refused
+too, as ``BizTypeMoving`` (UNAVAILABLE): a pause that callers wait out.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from idgen_core.errors import BizTypeMisconfigured, InvalidRequest
+from idgen_core.errors import BizTypeMisconfigured, BizTypeMoving, InvalidRequest
 
 __all__ = ["MAX_ROW_STEP", "PENDING", "BizRow", "check_residue_set", "check_row", "damaged_row", "new_registration",
            "residue_class"]
@@ -101,10 +102,10 @@ def check_row(database: str, row: BizRow) -> None:
     """Raise ``BizTypeMisconfigured`` naming the database, biz type and field if ``row`` is
     damaged, or if ``idgen add-db`` has frozen it (``PENDING``)."""
     if row.registration.startswith(PENDING):
-        raise BizTypeMisconfigured(
+        raise BizTypeMoving(
             f"biz type {row.biz_type!r} is being moved to another set of databases (idgen "
-            f"add-db) and is not served from {database} until the move is finished; if the "
-            "command stopped halfway, run it again")
+            f"add-db): {database} cuts no segment of it until the move is finished, in moments; "
+            "retry shortly, and if the command stopped halfway, run it again")
     damage = _damage(row)
     if damage is not None:
         raise damaged_row(database, row.biz_type, damage)

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from idgen_core.errors import BizTypeMisconfigured, StorageUnavailable
+from idgen_core.errors import BizTypeMisconfigured, BizTypeMoving, StorageUnavailable
 from idgen_server.health import Health
 from idgen_server.rows import BizRow, check_residue_set, check_row
 from idgen_server.store import SegmentStore
@@ -193,7 +193,8 @@ class RowSet:
             if loud:
                 self._refused[biz_type] = (message, now)
         if loud:
-            log.error("%s", message)
+            # A move is an operator's, and brief: a warning. Anything else wants a person.
+            log.log(logging.WARNING if isinstance(error, BizTypeMoving) else logging.ERROR, "%s", message)
         return error
 
     # -- the watch ------------------------------------------------------------------------

@@ -10,16 +10,23 @@ went over its quota (``QuotaExceeded``, for a second). A quota refusal carries t
 standard ``google.rpc.QuotaFailure`` and ``google.rpc.RetryInfo`` details
 (grpcio-status), which is how the client tells them apart, and how clients in
 other languages can.
+
+``UNAVAILABLE`` too: nothing answers (``ServiceUnavailable``), or the biz type is
+paused while ``idgen add-db`` moves it (``BizTypeMoving``), which a caller waits
+out rather than fail over. A pause carries ``google.rpc.ErrorInfo`` (reason
+``BIZ_TYPE_MOVING``, domain ``idgen``) and ``google.rpc.RetryInfo``.
 """
 from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from idgen_core.errors import (
     BizTypeMisconfigured,
+    BizTypeMoving,
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
@@ -30,9 +37,16 @@ from idgen_core.errors import (
     UnknownBizType,
 )
 
-__all__ = ["HTTP_STATUS", "code_for", "error_for", "error_from", "http_status_for", "status_for"]
+__all__ = ["HTTP_STATUS", "MOVING_RETRY", "code_for", "error_for", "error_from", "http_status_for",
+           "status_for"]
+
+MOVING_RETRY = 0.1
+"""Seconds after which a caller told of a pause (``BizTypeMoving``) may ask again."""
+_DOMAIN = "idgen"
+_MOVING = "BIZ_TYPE_MOVING"
 
 _CODES: tuple[tuple[type[IdGenError], grpc.StatusCode], ...] = (
+    (BizTypeMoving, grpc.StatusCode.UNAVAILABLE),  # before its parent BizTypeMisconfigured
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownBizType, grpc.StatusCode.NOT_FOUND),
     (BizTypeMisconfigured, grpc.StatusCode.FAILED_PRECONDITION),
@@ -42,6 +56,9 @@ _CODES: tuple[tuple[type[IdGenError], grpc.StatusCode], ...] = (
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 )
+
+_TOLD_BY_DETAILS = (BizTypeMoving, QuotaExceeded)
+"""Errors that share their code with another and are told from it by the status's details."""
 
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
@@ -76,19 +93,26 @@ def code_for(error: IdGenError) -> grpc.StatusCode:
 def status_for(error: IdGenError, message: str) -> grpc.Status:
     """The status to abort with, details included (``context.abort_with_status``)."""
     code = code_for(error)
-    details = []
+    found: list[Message] = []
     if isinstance(error, QuotaExceeded):
-        quota = error_details_pb2.QuotaFailure(violations=[
-            error_details_pb2.QuotaFailure.Violation(subject="caller", description=message)])
-        seconds = max(error.retry_after, 0.001)
-        retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
-            seconds=int(seconds), nanos=int(seconds % 1 * 1e9)))
-        for detail in (quota, retry):
-            packed = any_pb2.Any()
-            packed.Pack(detail)
-            details.append(packed)
+        found = [error_details_pb2.QuotaFailure(violations=[
+            error_details_pb2.QuotaFailure.Violation(subject="caller", description=message)]),
+            _retry_info(error.retry_after)]
+    elif isinstance(error, BizTypeMoving):
+        found = [error_details_pb2.ErrorInfo(reason=_MOVING, domain=_DOMAIN), _retry_info(MOVING_RETRY)]
+    details = []
+    for detail in found:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        details.append(packed)
     return rpc_status.to_status(status_pb2.Status(
         code=code.value[0], message=message, details=details))
+
+
+def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    seconds = max(seconds, 0.001)
+    return error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+        seconds=int(seconds), nanos=int(seconds % 1 * 1e9)))
 
 
 def error_for(code: grpc.StatusCode, message: str) -> IdGenError:
@@ -97,7 +121,7 @@ def error_for(code: grpc.StatusCode, message: str) -> IdGenError:
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return ServiceUnavailable(f"the ID server did not answer in time: {message}")
     for cls, mapped in _CODES:
-        if mapped is code:
+        if mapped is code and cls not in _TOLD_BY_DETAILS:
             return cls(message)
     return IdGenError(f"{code.name}: {message}")
 
@@ -106,26 +130,35 @@ def error_from(error: grpc.RpcError) -> IdGenError:
     """The exception the client raises for a failed call, its details read."""
     code, message = error.code(), error.details() or ""
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        retry_after = _quota_retry_after(error)
-        if retry_after is not None:
-            return QuotaExceeded(message, retry_after)
+        quota, delay = _details(error, code_pb2.RESOURCE_EXHAUSTED)
+        if quota == "quota":
+            return QuotaExceeded(message, delay)
+    elif code is grpc.StatusCode.UNAVAILABLE and _details(error, code_pb2.UNAVAILABLE)[0] == _MOVING:
+        return BizTypeMoving(message)
     return error_for(code, message)
 
 
-def _quota_retry_after(error: grpc.RpcError) -> float | None:
-    """The retry delay of a quota refusal; None if ``error`` carries no QuotaFailure."""
+def _details(error: grpc.RpcError, code: int) -> tuple[str | None, float]:
+    """What the details of ``error`` (a status of ``code``) say: ``"quota"`` for a
+    QuotaFailure, an ErrorInfo's reason (of idgen's domain), else None; and the RetryInfo's
+    delay (1 s without one)."""
     try:
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
     except ValueError:  # the trailers disagree with the status: not ours to trust
-        return None
-    if status is None or status.code != code_pb2.RESOURCE_EXHAUSTED:
-        return None
-    quota, delay = False, 1.0
+        return None, 1.0
+    if status is None or status.code != code:
+        return None, 1.0
+    kind, delay = None, 1.0
     for detail in status.details:
         if detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
-            quota = True
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
+            kind = "quota"
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            delay = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
-    return delay if quota else None
+            if info.domain == _DOMAIN:
+                kind = info.reason
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            delay = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
+    return kind, delay

@@ -1,12 +1,17 @@
 """``idgen add-db``: a biz type moved from n to n + 1 databases while it is served."""
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from idgen_client import LocalGenerator, RemoteClient
-from idgen_core.errors import BizTypeConflict, BizTypeMisconfigured, StorageUnavailable
+from idgen_core import pair
+from idgen_core.errors import BizTypeConflict, BizTypeMisconfigured, BizTypeMoving, StorageUnavailable
 from idgen_server import moves
 from idgen_server.moves import add_database
 from idgen_server.store import SegmentStore
@@ -215,6 +220,63 @@ def test_idgen_add_db_says_what_each_database_hands_out_now(tmp_path):
     wrong = idgen("add-db", BIZ, "--db", urls[1], "--new-db", urls[0])
     assert wrong.returncode == 1
     assert "holds the class" in wrong.stderr and "Nothing was changed" in wrong.stderr
+
+
+# --- against real servers ---------------------------------------------------------------------
+
+def frozen(monkeypatch, stores: list[SegmentStore], new: SegmentStore) -> None:
+    """Run a move of BIZ that stops once it has frozen the first old row."""
+    real, calls = moves._write, []
+
+    def stop_after_one(*args, **kwargs):
+        if calls:
+            raise StorageUnavailable("the database went away")
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(moves, "_write", stop_after_one)
+    with pytest.raises(StorageUnavailable):
+        add_database(stores, new, BIZ)
+    monkeypatch.setattr(moves, "_write", real)
+
+
+def test_a_paused_biz_type_is_waited_out_and_told_as_a_pause_not_as_damage(
+        tmp_path, monkeypatch, start_server):
+    """A move stopped after its freeze: a caller waits the pause out (PAUSE_WAIT on the server,
+    its own in a local generator) and is then told ``BizTypeMoving``, retryable (UNAVAILABLE;
+    503 with Retry-After over HTTP), never FAILED_PRECONDITION; a caller waiting when the move
+    is finished gets its IDs, above every ID handed out before."""
+    urls = [f"sqlite:///{tmp_path}/db{k}.db" for k in range(2)]
+    stores = registered(urls[:1], BIZ, step=100)
+    new, = open_stores(urls[1:])
+    try:
+        server = start_server(urls[:1], extra_args=["--http-listen", "127.0.0.1:0"])
+        served: list[int] = []
+        with RemoteClient(server.address, retries=0) as client:
+            served += client.next_ids(BIZ, 10)
+            frozen(monkeypatch, stores, new)
+            with pytest.raises(BizTypeMoving, match="being moved.*run it again"):
+                for _ in range(1000):  # what the server has buffered is served first
+                    served += client.next_ids(BIZ, 100)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{server.http_url}/v1/ids/{BIZ}", timeout=30)
+        body = json.loads(refused.value.read())
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"
+        assert body["error"]["code"] == "UNAVAILABLE" and "being moved" in body["error"]["message"]
+        monkeypatch.setattr(pair, "PAUSE_WAIT", 60.0)  # this process's waits; the server's stay
+        # Closed in this order: the generator first, which wakes its waiting caller.
+        with ThreadPoolExecutor(1) as pool, RemoteClient(server.address, retries=0) as client, \
+                LocalGenerator(BIZ, client) as generator:
+            waiting = pool.submit(generator.next_id)
+            wait_until(lambda: generator._buffer.waits == 1
+                       and isinstance(generator._buffer._fetcher.error, BizTypeMoving), 30,
+                       "the generator's caller to wait out the pause")
+            assert not waiting.done()
+            add_database(stores, new, BIZ)  # the same command again finishes the move
+            assert waiting.result(timeout=30) > max(served)
+    finally:
+        for store in (*stores, new):
+            store.close()
 
 
 # --- under load, against real servers ----------------------------------------------------------

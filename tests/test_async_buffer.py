@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +18,8 @@ from idgen_client import (
     UnknownBizType,
 )
 from idgen_core.async_buffer import AsyncDoubleBuffer, WouldWait
-from idgen_core.errors import StorageUnavailable
+from idgen_core import pair
+from idgen_core.errors import BizTypeMoving, StorageUnavailable
 from idgen_core.retry import Backoff
 from tests.support.fakes import AsyncSource
 from tests.support.tasks import no_task_outlives_its_test  # noqa: F401 (autouse)
@@ -109,6 +111,31 @@ async def test_permanent_errors_end_the_fetch_without_retrying(error):
         await asyncio.sleep(0.05)
         # Each caller asks at most once more (none at all once the ID space is used up).
         assert len(source.floors) == (1 if isinstance(error, IdSpaceExhausted) else 2)
+
+
+async def test_a_caller_waits_out_a_pause_asked_about_at_the_first_step_of_the_backoff():
+    # As the thread-backed buffer (tests/test_buffer.py): 30 attempts at the first step.
+    source = AsyncSource(step=100)
+    source.fail, source.failing = BizTypeMoving("being moved"), 30
+    async with AsyncDoubleBuffer(source, retry=Backoff(0.01, 60.0)) as buffer:
+        assert await buffer.next_id() == 1
+        assert len(source.floors) == 31 and buffer.waits == 1
+
+
+async def test_a_pause_longer_than_the_caller_waits_is_told_as_itself(monkeypatch):
+    source = AsyncSource()
+    source.fail = BizTypeMoving("being moved")
+    async with AsyncDoubleBuffer(source, wait_timeout=0.2, retry=Backoff(0.01, 0.01)) as buffer:
+        started = time.monotonic()
+        with pytest.raises(BizTypeMoving, match="being moved"):
+            await buffer.next_id()
+        assert time.monotonic() - started >= 0.2
+    monkeypatch.setattr(pair, "PAUSE_WAIT", 0.2)
+    async with AsyncDoubleBuffer(source, wait_timeout=60, retry=Backoff(0.01, 0.01)) as buffer:
+        started = time.monotonic()
+        with pytest.raises(BizTypeMoving):
+            await buffer.ready()
+        assert 0.2 <= time.monotonic() - started < 30
 
 
 async def test_a_source_that_breaks_the_floor_contract_is_not_trusted():

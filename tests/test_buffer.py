@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import weakref
 
 import pytest
@@ -19,7 +20,8 @@ from idgen_client import (
     UnknownBizType,
 )
 from idgen_core.buffer import DoubleBuffer
-from idgen_core.errors import StorageUnavailable
+from idgen_core import pair
+from idgen_core.errors import BizTypeMoving, StorageUnavailable
 from idgen_core.fetcher import IDLE_CHECK
 from idgen_core.retry import Backoff
 from tests.support.fakes import Source, residue_sources
@@ -122,6 +124,33 @@ def test_permanent_errors_reach_the_caller_without_retry_loops(error):
         # and again; a permanent error ends the fetch, and each caller asks at most once more.
         wait_until(lambda: not buffer._fetcher.busy, 5, "the fetcher to give up")
         assert len(source.floors) <= 2
+
+
+def test_a_caller_waits_out_a_pause_asked_about_at_the_first_step_of_the_backoff():
+    # A pause (idgen add-db moving the biz type) ends in moments and every server sees it: the
+    # caller waits, as for a slow fetch. 30 attempts at a backoff that doubled each time would
+    # take minutes here; at its first step they take about 0.15 s, well inside PAUSE_WAIT.
+    source = Source(step=100)
+    source.fail, source.failing = BizTypeMoving("being moved"), 30
+    with DoubleBuffer(source, retry=Backoff(0.01, 60.0)) as buffer:
+        assert buffer.next_id() == 1
+        assert len(source.floors) == 31 and buffer.waits == 1
+
+
+def test_a_pause_longer_than_the_caller_waits_is_told_as_itself(monkeypatch):
+    source = Source()
+    source.fail = BizTypeMoving("being moved")
+    with DoubleBuffer(source, wait_timeout=0.2, retry=Backoff(0.01, 0.01)) as buffer:
+        started = time.monotonic()
+        with pytest.raises(BizTypeMoving, match="being moved"):
+            buffer.next_id()
+        assert time.monotonic() - started >= 0.2  # waited it out first, for its wait_timeout
+    monkeypatch.setattr(pair, "PAUSE_WAIT", 0.2)
+    with DoubleBuffer(source, wait_timeout=60, retry=Backoff(0.01, 0.01)) as buffer:
+        started = time.monotonic()
+        with pytest.raises(BizTypeMoving):  # PAUSE_WAIT bounds the wait, not wait_timeout
+            buffer.next_id()
+        assert 0.2 <= time.monotonic() - started < 30
 
 
 def test_a_source_that_breaks_the_floor_contract_is_not_trusted():

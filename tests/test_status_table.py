@@ -7,6 +7,7 @@ from grpc_status import rpc_status
 
 from idgen_core.errors import (
     BizTypeMisconfigured,
+    BizTypeMoving,
     IdGenError,
     IdSpaceExhausted,
     InvalidRequest,
@@ -20,6 +21,7 @@ from idgen_core.errors import (
 from idgen_wire.status import code_for, error_for, error_from, http_status_for, status_for
 
 TABLE = [
+    (BizTypeMoving, grpc.StatusCode.UNAVAILABLE, 503),
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT, 400),
     (UnknownBizType, grpc.StatusCode.NOT_FOUND, 404),
     (BizTypeMisconfigured, grpc.StatusCode.FAILED_PRECONDITION, 400),
@@ -63,6 +65,24 @@ def test_a_quota_refusal_keeps_its_wait_and_is_told_from_exhaustion():
     exhausted = error_from(_Failed(status_for(IdSpaceExhausted("used up"), "used up")))
     assert type(exhausted) is IdSpaceExhausted
     assert rpc_status.from_call(_Failed(status)) is not None  # the details travel in the trailers
+
+
+def test_a_pause_is_told_from_an_outage_and_from_damage_by_its_details():
+    status = status_for(BizTypeMoving("being moved"), "being moved")
+    assert status.code is grpc.StatusCode.UNAVAILABLE  # retried, never FAILED_PRECONDITION
+    assert type(error_from(_Failed(status))) is BizTypeMoving
+    bare = grpc.Status()
+    bare.code, bare.details, bare.trailing_metadata = grpc.StatusCode.UNAVAILABLE, "down", ()
+    assert type(error_from(_Failed(bare))) is ServiceUnavailable  # no details: an outage
+    outage = status_for(StorageUnavailable("db down"), "db down")
+    assert type(error_from(_Failed(outage))) is ServiceUnavailable
+    # Another domain's reason is not idgen's pause.
+    foreign = status_for(BizTypeMoving("x"), "x")
+    trailers = tuple((k, v.replace(b"idgen", b"other")) if k == "grpc-status-details-bin" else (k, v)
+                     for k, v in foreign.trailing_metadata)
+    other = grpc.Status()
+    other.code, other.details, other.trailing_metadata = foreign.code, foreign.details, trailers
+    assert type(error_from(_Failed(other))) is ServiceUnavailable
 
 
 def test_a_quota_wait_below_a_millisecond_is_sent_as_a_millisecond():

@@ -17,7 +17,8 @@ class Source:
 
     Each call claims ``step`` numbers above ``max(max_id, floor)`` and returns the
     segment of its residue class. It records the floor and the calling thread's name;
-    ``gate`` (an Event) holds calls until it is set, ``fail`` is raised when set.
+    ``gate`` (an Event) holds calls until it is set, ``fail`` is raised when set (by the
+    next ``failing`` calls only, if that is set).
     """
 
     def __init__(self, step: int = 100, delta: int = 1, remainder: int = 0) -> None:
@@ -26,6 +27,7 @@ class Source:
         self.threads: list[str] = []
         self.floors: list[int] = []
         self.fail: Exception | None = None
+        self.failing: int | None = None
         self.gate: threading.Event | None = None
         self.lock = threading.Lock()
 
@@ -35,8 +37,14 @@ class Source:
             self.floors.append(floor)
         if self.gate is not None:
             self.gate.wait(10)
-        if self.fail is not None:
-            raise self.fail
+        with self.lock:
+            fail = self.fail
+            if fail is not None and self.failing is not None:
+                self.failing -= 1
+                if self.failing <= 0:
+                    self.fail = self.failing = None
+        if fail is not None:
+            raise fail
         with self.lock:
             low = max(self.max_id, floor)
             self.max_id = low + self.step
@@ -65,6 +73,14 @@ class AsyncSource:
     @fail.setter
     def fail(self, error: Exception | None) -> None:
         self.source.fail = error
+
+    @property
+    def failing(self) -> int | None:
+        return self.source.failing
+
+    @failing.setter
+    def failing(self, calls: int | None) -> None:
+        self.source.failing = calls
 
     async def __call__(self, floor: int) -> Segment:
         task = asyncio.current_task()
