@@ -186,14 +186,17 @@ def release_lease_request(biz_type: str, name: str, holder: str,
     return idgen_pb2.ReleaseLeaseRequest(biz_type=biz_type, name=name, holder=holder, epoch=epoch)
 
 
-def no_answer(settings: ClientSettings, attempts: int, last: grpc.RpcError | None) -> ServiceUnavailable:
-    """The error of a call that got no answer from any server in ``attempts`` attempts: the
-    last one's ``BizTypeMoving`` if that was a pause (the servers did answer), else
-    ``ServiceUnavailable`` naming the servers."""
-    if last is not None and last.code() is grpc.StatusCode.UNAVAILABLE:
-        paused = error_from(last)
-        if isinstance(paused, BizTypeMoving):
-            return paused
+def no_answer(settings: ClientSettings, attempts: int,
+              failures: Sequence[grpc.RpcError]) -> ServiceUnavailable:
+    """The error of a call whose ``attempts`` attempts all failed (``failures``, in order):
+    ``BizTypeMoving`` if a server answered that the biz type is paused (a later attempt may
+    have timed out waiting on the same pause), else ``ServiceUnavailable`` naming the servers."""
+    for failure in reversed(failures):
+        if failure.code() is grpc.StatusCode.UNAVAILABLE:
+            paused = error_from(failure)
+            if isinstance(paused, BizTypeMoving):
+                return paused
+    last = failures[-1] if failures else None
     detail = last.details() if last is not None else "no attempt was made"
     return ServiceUnavailable(
         f"no ID server answered after {attempts} attempts ({', '.join(settings.targets)}): {detail}")

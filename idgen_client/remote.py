@@ -151,7 +151,7 @@ class RemoteClient:
         timeout = settings.timeout if timeout is None else min(timeout, settings.timeout)
         if self._closed.is_set():
             raise ServiceUnavailable("the ID client is closed")
-        last: grpc.RpcError | None = None
+        failures: list[grpc.RpcError] = []
         attempts = settings.backoff.attempts or 1
         for attempt in range(attempts):
             if attempt and self._closed.wait(settings.backoff.delay(attempt)):
@@ -166,8 +166,8 @@ class RemoteClient:
                     raise error_from(exc) from None
                 if code is grpc.StatusCode.UNAVAILABLE:
                     self._raise_if_misconfigured(exc.details() or "", self.targets[turn])
-                last = exc
-        raise no_answer(settings, attempts, last) from None
+                failures.append(exc)
+        raise no_answer(settings, attempts, failures) from None
 
     def _raise_if_misconfigured(self, details: str, target: str) -> None:
         """Raise ``ServiceUnavailable`` at once, explained, for a failure no retry can fix."""

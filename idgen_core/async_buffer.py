@@ -21,7 +21,7 @@ import itertools
 from collections.abc import Awaitable, Callable, Iterator
 
 from idgen_core.errors import IdGenError, IdSpaceExhausted, InvalidRequest, fresh
-from idgen_core.fetcher import FailureLog, check_above, is_permanent, next_attempt
+from idgen_core.fetcher import FailureLog, check_above, is_permanent
 from idgen_core.pair import (
     DEFAULT_PRELOAD_AT,
     DEFAULT_RETRY,
@@ -134,7 +134,7 @@ class AsyncDoubleBuffer(SegmentPair):
         or ``ServiceUnavailable`` once ``wait_timeout`` is over."""
         patience = patience or Patience(self._wait_timeout)
         error = self._error
-        if error is not None and patience.tells(error):
+        if error is not None and patience.tells(error, self._failures.paused_since):
             if not self._fetching() and not self._exhausted:
                 self._error = None  # a permanent error is reported once; the next call retries
             raise fresh(error)
@@ -194,7 +194,7 @@ class AsyncDoubleBuffer(SegmentPair):
                 if is_permanent(failure):
                     return
                 self._notify()
-                attempt = next_attempt(attempt, failure)
+                attempt = self._failures.next_attempt(attempt)
                 await asyncio.sleep(self._retry.delay(attempt))
                 continue
             if self._take(segment):

@@ -130,7 +130,7 @@ class DoubleBuffer(SegmentPair):
                 patience = patience or Patience(self._wait_timeout)
                 fetcher = self._fetcher
                 error = fetcher.error
-                if error is not None and patience.tells(error):
+                if error is not None and patience.tells(error, fetcher.paused_since):
                     if not fetcher.busy and not fetcher.exhausted:
                         fetcher.error = None  # a permanent error is reported once; the next call retries
                     raise fresh(error)

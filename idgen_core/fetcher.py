@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Protocol
 
+from idgen_core import pair
 from idgen_core.errors import (
     BizTypeMoving,
     IdGenError,
@@ -36,7 +38,7 @@ from idgen_core.errors import (
 from idgen_core.retry import Backoff
 from idgen_core.segment import Segment
 
-__all__ = ["IDLE_CHECK", "Fetcher", "Owner", "FailureLog", "as_idgen_error", "check_above", "fetch_above", "is_permanent", "next_attempt"]
+__all__ = ["IDLE_CHECK", "Fetcher", "Owner", "FailureLog", "as_idgen_error", "check_above", "fetch_above", "is_permanent"]
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +46,6 @@ IDLE_CHECK = 5.0
 """Seconds between the idle thread's checks that its buffer still exists."""
 
 _PERMANENT = (UnknownBizType, IdSpaceExhausted, InvalidRequest, Unauthenticated, PermissionDenied)
-
-
-def next_attempt(attempt: int, failure: IdGenError) -> int:
-    """The number of the retry after ``attempt`` failed with ``failure``, which spaces it
-    (``Backoff.delay``): a pause (``BizTypeMoving``) is asked about again at the backoff's
-    first step, for it ends in moments and callers wait it out (``idgen_core.pair.Patience``)."""
-    return 1 if isinstance(failure, BizTypeMoving) else attempt + 1
 
 
 def is_permanent(error: IdGenError) -> bool:
@@ -181,12 +176,17 @@ class Fetcher:
                     # skip_past() moved the floor while this fetch ran: installing the
                     # segment would hand out IDs below ones already given. Fetch again.
                     continue
-            attempt = next_attempt(attempt, failure)
+            attempt = self._failures.next_attempt(attempt)
             if self._stop.wait(self._retry.delay(attempt)):
                 with self._cond:
                     self.busy = False
                     self._cond.notify_all()
                 return
+
+    @property
+    def paused_since(self) -> float | None:
+        """When fetches began failing with a pause (``BizTypeMoving``), if they still do."""
+        return self._failures.paused_since
 
     def _failed(self, error: IdGenError) -> bool:
         """Record a failed fetch for callers; True if no retry should follow.
@@ -202,31 +202,54 @@ class Fetcher:
 
 
 class FailureLog:
-    """Turns each failed fetch into the error callers get, and logs each kind once.
+    """Turns each failed fetch into the error callers get, logs each kind once, and spaces
+    the retries.
 
     Once per kind of failure, not once per retry: a refusal lasts until a person acts, and
     the retries would bury everything else in the log. A failure that is not one of
     idgen's errors (a bug, an unforeseen driver error) is logged with its traceback.
+
+    A pause (``BizTypeMoving``: ``idgen add-db`` moving the biz type) ends in moments and
+    callers wait it out (``idgen_core.pair.Patience``), so for its first ``PAUSE_WAIT``
+    seconds it is asked about again at the backoff's first step; a pause older than that is a
+    move stopped halfway, retried as any failure, and callers are told of it at once.
     """
 
     def __init__(self, name: str) -> None:
         self._name = name
         self._logged: str | None = None
+        self.paused_since: float | None = None
+        """When fetches began failing with a pause, if they still do (monotonic)."""
 
     def failed(self, exc: Exception) -> IdGenError:
         """The error to hand callers for ``exc``: a copy, without the fetch's frames."""
         failure = fresh(as_idgen_error(exc, self._name))
-        if str(failure) != self._logged:
-            self._logged = str(failure)
+        paused = isinstance(failure, BizTypeMoving)
+        if not paused:
+            self.paused_since = None
+        elif self.paused_since is None:
+            self.paused_since = time.monotonic()
+        # A pause names the database that refused, and with several frozen the allocator
+        # takes them in turn: each would look new. It is one kind.
+        kind = BizTypeMoving.__name__ if paused else str(failure)
+        if kind != self._logged:
+            self._logged = kind
             if isinstance(exc, IdGenError):
                 log.warning("fetching a segment for %r failed: %s", self._name, failure)
             else:
                 log.error("fetching a segment for %r failed: %s", self._name, failure, exc_info=exc)
         return failure
 
+    def next_attempt(self, attempt: int) -> int:
+        """The number of the retry after the failed ``attempt``, which spaces it
+        (``Backoff.delay``): the first step again while a pause is young."""
+        young = self.paused_since is not None and time.monotonic() - self.paused_since < pair.PAUSE_WAIT
+        return 1 if young else attempt + 1
+
     def clear(self) -> None:
         """A fetch succeeded: the next failure is news again."""
         self._logged = None
+        self.paused_since = None
 
 
 def as_idgen_error(exc: Exception, name: str) -> IdGenError:

@@ -41,10 +41,11 @@ DEFAULT_RETRY = Backoff(initial=0.05, maximum=2.0)
 """How a buffer spaces its attempts after a failed fetch (until one succeeds)."""
 
 PAUSE_WAIT = 2.0
-"""Seconds a caller waits out a pause (``BizTypeMoving``: ``idgen add-db`` moving the biz
-type, which freezes its rows for milliseconds) before it is told of it; never longer than its
-``wait_timeout``. Bounded, for a move stopped halfway lasts until a person runs it again, and
-a server's threads must not all wait on it."""
+"""Seconds a pause (``BizTypeMoving``: ``idgen add-db`` moving the biz type, which freezes its
+rows for milliseconds) is waited out, counted from the fetch that first met it: until then a
+caller waits (never beyond its ``wait_timeout``); from then on it is told at once. Bounded,
+for a move stopped halfway lasts until a person runs it again, and a server's threads must
+not all wait on it."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,10 @@ class Patience:
 
     Until ``wait_timeout`` while a fetch is under way. A failed fetch is told at once (the
     caller may have a server or database to fail over to), but for a pause
-    (``BizTypeMoving``), which is waited out for ``PAUSE_WAIT`` at most: every server sees
-    the same pause, and it ends in moments, so failing over or failing would only turn it
-    into errors. The buffer's fetch meanwhile asks again at the first step of its backoff
-    (``idgen_core.fetcher.next_attempt``).
+    (``BizTypeMoving``), which is waited out until ``PAUSE_WAIT`` after it began: every
+    server sees the same pause, and it ends in moments, so failing over or failing would
+    only turn it into errors. The buffer's fetch meanwhile asks again at the first step of
+    its backoff (``idgen_core.fetcher.FailureLog``).
     """
 
     __slots__ = ("deadline", "pause_end", "waited")
@@ -101,13 +102,14 @@ class Patience:
         self.waited = False
         """Whether the caller has waited yet (each caller counts once in ``waits``)."""
 
-    def tells(self, error: IdGenError) -> bool:
-        """Whether the caller is told of the failed fetch ``error`` now, rather than waiting on."""
+    def tells(self, error: IdGenError, paused_since: float | None) -> bool:
+        """Whether the caller is told of the failed fetch ``error`` now, rather than waiting on;
+        ``paused_since``: when the fetches began failing with a pause (monotonic)."""
         if not isinstance(error, BizTypeMoving):
             return True
         now = time.monotonic()
-        if self.pause_end is None:
-            self.pause_end = min(now + PAUSE_WAIT, self.deadline)
+        began = now if paused_since is None else paused_since
+        self.pause_end = min(began + PAUSE_WAIT, self.deadline)
         return now >= self.pause_end
 
     def remaining(self, error: IdGenError | None) -> float:

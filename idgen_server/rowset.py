@@ -187,14 +187,18 @@ class RowSet:
     def refuse(self, biz_type: str, error: BizTypeMisconfigured) -> BizTypeMisconfigured:
         """Log a refusal loudly (the same one at most once a minute); returns it to raise."""
         message, now = str(error), time.monotonic()
+        moving = isinstance(error, BizTypeMoving)
+        # A pause names the database that refused, and allocations take the frozen ones in
+        # turn: each message would look new. It is one refusal.
+        kind = BizTypeMoving.__name__ if moving else message
         with self._lock:
             last = self._refused.get(biz_type)
-            loud = last is None or last[0] != message or now - last[1] >= LOUD_EVERY
+            loud = last is None or last[0] != kind or now - last[1] >= LOUD_EVERY
             if loud:
-                self._refused[biz_type] = (message, now)
+                self._refused[biz_type] = (kind, now)
         if loud:
             # A move is an operator's, and brief: a warning. Anything else wants a person.
-            log.log(logging.WARNING if isinstance(error, BizTypeMoving) else logging.ERROR, "%s", message)
+            log.log(logging.WARNING if moving else logging.ERROR, "%s", message)
         return error
 
     # -- the watch ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from idgen_client import LocalGenerator, RemoteClient
 from idgen_core import pair
 from idgen_core.errors import BizTypeConflict, BizTypeMisconfigured, BizTypeMoving, StorageUnavailable
 from idgen_server import moves
+from idgen_server.allocator import Allocator
 from idgen_server.moves import add_database
 from idgen_server.store import SegmentStore
 from tests.support.cli import idgen, init_db
@@ -224,12 +225,12 @@ def test_idgen_add_db_says_what_each_database_hands_out_now(tmp_path):
 
 # --- against real servers ---------------------------------------------------------------------
 
-def frozen(monkeypatch, stores: list[SegmentStore], new: SegmentStore) -> None:
-    """Run a move of BIZ that stops once it has frozen the first old row."""
+def frozen(monkeypatch, stores: list[SegmentStore], new: SegmentStore, rows: int = 1) -> None:
+    """Run a move of BIZ that stops once it has frozen the first ``rows`` old rows."""
     real, calls = moves._write, []
 
     def stop_after_one(*args, **kwargs):
-        if calls:
+        if len(calls) == rows:
             raise StorageUnavailable("the database went away")
         calls.append(1)
         return real(*args, **kwargs)
@@ -238,6 +239,26 @@ def frozen(monkeypatch, stores: list[SegmentStore], new: SegmentStore) -> None:
     with pytest.raises(StorageUnavailable):
         add_database(stores, new, BIZ)
     monkeypatch.setattr(moves, "_write", real)
+
+
+def test_a_pause_is_logged_once_whichever_frozen_database_refused(tmp_path, monkeypatch, caplog):
+    urls = [f"sqlite:///{tmp_path}/db{k}.db" for k in range(3)]
+    stores = registered(urls[:2], BIZ, step=100)
+    new, = open_stores(urls[2:])
+    try:
+        frozen(monkeypatch, stores, new, rows=2)
+        told = set()
+        with Allocator(stores) as allocator:
+            for _ in range(6):  # the databases in turn: db0, db1, db0, ...
+                with pytest.raises(BizTypeMoving) as refused:
+                    allocator.allocate(BIZ)
+                told.add(str(refused.value))
+        assert len(told) == 2  # each names the database that refused
+        refusals = [r for r in caplog.records if "being moved" in r.getMessage()]
+        assert len(refusals) == 1 and refusals[0].levelname == "WARNING"
+    finally:
+        for store in (*stores, new):
+            store.close()
 
 
 def test_a_paused_biz_type_is_waited_out_and_told_as_a_pause_not_as_damage(

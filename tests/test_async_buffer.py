@@ -138,6 +138,18 @@ async def test_a_pause_longer_than_the_caller_waits_is_told_as_itself(monkeypatc
         assert 0.2 <= time.monotonic() - started < 30
 
 
+async def test_a_pause_older_than_pause_wait_is_told_at_once_to_later_callers(monkeypatch):
+    monkeypatch.setattr(pair, "PAUSE_WAIT", 0.2)
+    source = AsyncSource()
+    source.fail = BizTypeMoving("being moved")
+    async with AsyncDoubleBuffer(source, retry=Backoff(0.01, 0.01)) as buffer:
+        with pytest.raises(BizTypeMoving):
+            await buffer.next_id()
+        with pytest.raises(BizTypeMoving):
+            await buffer.next_id()
+        assert buffer.waits == 1
+
+
 async def test_a_source_that_breaks_the_floor_contract_is_not_trusted():
     async def backwards(floor: int) -> Segment:
         return Segment(1, 10)

@@ -22,7 +22,7 @@ from idgen_client import (
 from idgen_core.buffer import DoubleBuffer
 from idgen_core import pair
 from idgen_core.errors import BizTypeMoving, StorageUnavailable
-from idgen_core.fetcher import IDLE_CHECK
+from idgen_core.fetcher import IDLE_CHECK, FailureLog
 from idgen_core.retry import Backoff
 from tests.support.fakes import Source, residue_sources
 from tests.support.threads import run_threads
@@ -151,6 +151,36 @@ def test_a_pause_longer_than_the_caller_waits_is_told_as_itself(monkeypatch):
         with pytest.raises(BizTypeMoving):  # PAUSE_WAIT bounds the wait, not wait_timeout
             buffer.next_id()
         assert 0.2 <= time.monotonic() - started < 30
+
+
+def test_a_pause_older_than_pause_wait_is_told_at_once_to_later_callers(monkeypatch):
+    # A move stopped halfway: after PAUSE_WAIT, nobody waits on it any more (a server's
+    # threads would otherwise all wait on it), and its retries back off again.
+    monkeypatch.setattr(pair, "PAUSE_WAIT", 0.2)
+    source = Source()
+    source.fail = BizTypeMoving("being moved")
+    with DoubleBuffer(source, retry=Backoff(0.01, 0.01)) as buffer:
+        with pytest.raises(BizTypeMoving):
+            buffer.next_id()
+        with pytest.raises(BizTypeMoving):
+            buffer.next_id()
+        assert buffer.waits == 1  # the second caller was told without waiting
+
+
+def test_a_young_pause_is_retried_at_the_first_step_and_logged_once_whatever_database_refused(
+        monkeypatch, caplog):
+    failures = FailureLog("order")
+    assert failures.next_attempt(5) == 6  # no pause: the backoff doubles on
+    for k in range(6):
+        failures.failed(BizTypeMoving(f"biz type 'order' is being moved: db{k % 2} cuts no segment"))
+    assert failures.next_attempt(5) == 1  # young: the first step again
+    monkeypatch.setattr(pair, "PAUSE_WAIT", 0.0)
+    assert failures.next_attempt(5) == 6  # older than PAUSE_WAIT: a move stopped halfway
+    assert len([r for r in caplog.records if "being moved" in r.getMessage()]) == 1
+    failures.failed(StorageUnavailable("db down"))
+    assert failures.paused_since is None  # another failure ends the pause
+    monkeypatch.setattr(pair, "PAUSE_WAIT", 60.0)
+    assert failures.next_attempt(5) == 6
 
 
 def test_a_source_that_breaks_the_floor_contract_is_not_trusted():

@@ -18,6 +18,7 @@ from idgen_core.errors import (
     Unauthenticated,
     UnknownBizType,
 )
+from idgen_client.calls import client_settings, no_answer
 from idgen_wire.status import code_for, error_for, error_from, http_status_for, status_for
 
 TABLE = [
@@ -83,6 +84,21 @@ def test_a_pause_is_told_from_an_outage_and_from_damage_by_its_details():
     other = grpc.Status()
     other.code, other.details, other.trailing_metadata = foreign.code, foreign.details, trailers
     assert type(error_from(_Failed(other))) is ServiceUnavailable
+
+
+def test_a_call_that_met_a_pause_and_then_timed_out_is_told_of_the_pause():
+    settings = client_settings("127.0.0.1:1", timeout=1, retries=2, backoff=0.01, max_backoff=0.01,
+                               token=None, ca_file=None, cert_file=None, key_file=None, tls=None,
+                               tls_server_name=None, env={})
+    timed_out = grpc.Status()
+    timed_out.code, timed_out.details, timed_out.trailing_metadata = \
+        grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", ()
+    paused = status_for(BizTypeMoving("being moved"), "being moved")
+    told = no_answer(settings, 3, [_Failed(paused), _Failed(timed_out), _Failed(timed_out)])
+    assert type(told) is BizTypeMoving and str(told) == "being moved"
+    nobody = no_answer(settings, 3, [_Failed(timed_out)] * 3)
+    assert type(nobody) is ServiceUnavailable and "no ID server answered after 3 attempts" in str(nobody)
+    assert "no attempt was made" in str(no_answer(settings, 0, []))
 
 
 def test_a_quota_wait_below_a_millisecond_is_sent_as_a_millisecond():

@@ -142,7 +142,7 @@ class AsyncRemoteClient:
         if self._closed:
             raise ServiceUnavailable("the ID client is closed")
         stubs = self._open()[service]
-        last: grpc.RpcError | None = None
+        failures: list[grpc.RpcError] = []
         attempts = settings.backoff.attempts or 1
         for attempt in range(attempts):
             if attempt and await self._closed_within(settings.backoff.delay(attempt)):
@@ -166,8 +166,8 @@ class AsyncRemoteClient:
                     raise error_from(exc) from None
                 if code is grpc.StatusCode.UNAVAILABLE:
                     await self._raise_if_misconfigured(exc.details() or "", self.targets[turn])
-                last = exc
-        raise no_answer(settings, attempts, last) from None
+                failures.append(exc)
+        raise no_answer(settings, attempts, failures) from None
 
     async def _closed_within(self, delay: float) -> bool:
         """Wait ``delay`` seconds, or less if the client is closed meanwhile: whether it was."""
