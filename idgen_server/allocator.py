@@ -223,7 +223,7 @@ class Allocator:
             # What a caller is told names databases by label, never by URL, and holds no driver
             # text: the log has both (``Database.unavailable``).
             return StorageUnavailable(
-                f"no database could allocate for {biz_type!r}{self._unreachable()}: retry later")
+                f"no database could allocate for {biz_type!r}{self.unreachable()}: retry later")
         if exhausted:
             return IdSpaceExhausted(
                 f"biz type {biz_type!r} has used up the int64 range in every database: "
@@ -231,7 +231,7 @@ class Allocator:
             )
         return unknown_biz_type(biz_type)
 
-    def _unreachable(self, answered: Collection[int] | None = None) -> str:
+    def unreachable(self, answered: Collection[int] | None = None) -> str:
         """`` (db1 unreachable)``: the labels of the databases that did not answer (those
         not in ``answered``; else those benched)."""
         if answered is None:
@@ -263,7 +263,7 @@ class Allocator:
         found, failed = self._rows.read_every(biz_type)
         if failed:
             raise StorageUnavailable(
-                f"cannot read every database's max_id for {biz_type!r}{self._unreachable(found)}, "
+                f"cannot read every database's max_id for {biz_type!r}{self.unreachable(found)}, "
                 "so cannot promise IDs above all of them: retry later"
             )
         rows = {i: row for i, row in found.items() if row is not None}
@@ -318,7 +318,7 @@ class Allocator:
             time.sleep(delay)
         if failed:
             raise StorageUnavailable(
-                f"cannot check floor {floor} for {biz_type!r}{self._unreachable(found)}: "
+                f"cannot check floor {floor} for {biz_type!r}{self.unreachable(found)}: "
                 "retry later"
             )
         if not rows:
@@ -372,7 +372,7 @@ class Allocator:
                 return True
         if not answered:
             raise StorageUnavailable(
-                f"no database answered whether {biz_type!r} exists{self._unreachable()}: retry later"
+                f"no database answered whether {biz_type!r} exists{self.unreachable()}: retry later"
             )
         return False
 

@@ -178,13 +178,8 @@ class Leases:
         if len(rows) < need:
             raise StorageUnavailable(
                 f"a lease of {biz_type!r} needs {need} of its databases, and "
-                f"{len(rows)} answered{self._allocator_unreachable()}: retry shortly")
+                f"{len(rows)} answered{self._allocator.unreachable()}: retry shortly")
         return rows, databases
-
-    def _allocator_unreachable(self) -> str:
-        down = [label for label, ok in zip(self._allocator.labels, self._allocator.healthy(),
-                                           strict=True) if not ok]
-        return f" ({', '.join(down)} unreachable)" if down else ""
 
     def _wait(self, index: int, biz_type: str, name: str, row: LeaseRow | None,
               holder: str, epoch: int) -> float:

@@ -176,7 +176,8 @@ class _Lagging(SegmentStore):
 
 def test_a_floor_a_lagging_replica_has_not_applied_yet_is_waited_for_not_refused(sqlite_url):
     [store] = open_stores([sqlite_url])
-    store.register("order", step=10)
+    # A step of 1000: the reach within which a floor is read again must count whole steps.
+    store.register("order", step=1000)
     before = store.read("order")
     with Allocator([store]) as elsewhere:  # another server, on an up-to-date node
         handed_out = elsewhere.allocate("order")
