@@ -181,8 +181,8 @@ async def test_waiting_callers_give_up_after_the_wait_timeout_and_the_loop_runs_
 async def test_nowait_draws_what_is_buffered_and_says_when_it_would_wait():
     source = AsyncSource(step=5)
     source.gate = asyncio.Event()
-    async with AsyncDoubleBuffer(source, preload_at=0.0) as buffer:
-        with pytest.raises(WouldWait):
+    async with AsyncDoubleBuffer(source, name="orders", preload_at=0.0) as buffer:
+        with pytest.raises(WouldWait, match="orders"):
             buffer.next_id_nowait()
         source.gate.set()
         await buffer.ready()
@@ -248,3 +248,100 @@ async def test_a_fetch_cancelled_before_it_ran_does_not_stop_later_fetches():
         buffer._task.cancel()  # as a shutdown helper cancelling every task would
         await asyncio.sleep(0)
         assert await buffer.next_id() == 1
+
+
+async def test_asking_for_no_ids_is_refused():
+    async with AsyncDoubleBuffer(AsyncSource()) as buffer:
+        with pytest.raises(InvalidRequest, match="count"):
+            await buffer.next_ids(0)
+
+
+async def test_skipping_past_a_negative_floor_is_refused():
+    async with AsyncDoubleBuffer(AsyncSource()) as buffer:
+        with pytest.raises(InvalidRequest, match="floor"):
+            await buffer.skip_past(-1)
+
+
+async def test_a_fetch_that_fails_with_a_bug_is_told_naming_the_biz_type():
+    source = AsyncSource()
+    source.fail = RuntimeError("driver bug")
+    async with AsyncDoubleBuffer(source, name="orders", retry=Backoff(0.01, 0.01)) as buffer:
+        with pytest.raises(ServiceUnavailable, match="'orders'"):
+            await buffer.next_id()
+
+
+async def test_each_caller_that_finds_the_buffer_empty_counts_one_wait():
+    source = AsyncSource(step=10)
+    async with AsyncDoubleBuffer(source, preload_at=0.5) as buffer:
+        await buffer.next_ids(10)  # waits for the first segment; the preload is asked for, not run
+        await buffer.next_id()  # nothing buffered: waits for the preload
+        assert buffer.waits == 2
+
+
+async def test_a_caller_of_ready_waiting_out_a_pause_counts_one_wait():
+    source = AsyncSource(step=100)
+    source.fail, source.failing = BizTypeMoving("being moved"), 5
+    async with AsyncDoubleBuffer(source, retry=Backoff(0.01, 60.0)) as buffer:
+        await buffer.ready()  # woken by each of the 5 failed attempts, waiting on
+        assert len(source.floors) == 6 and buffer.waits == 1
+
+
+async def test_a_pause_is_told_once_waited_out_even_while_the_next_attempt_hangs(monkeypatch):
+    monkeypatch.setattr(pair, "PAUSE_WAIT", 0.1)
+    attempts = 0
+    never = asyncio.Event()
+
+    async def fetch(floor: int) -> Segment:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise BizTypeMoving("being moved")
+        await never.wait()  # the retry gets no answer: no news wakes the caller
+        raise AssertionError("unreachable")
+
+    async with AsyncDoubleBuffer(fetch, wait_timeout=300, retry=Backoff(0.01, 0.01)) as buffer:
+        async with asyncio.timeout(20):  # not the whole wait_timeout
+            with pytest.raises(BizTypeMoving):
+                await buffer.next_id()
+
+
+async def test_after_a_transient_failure_the_fetch_retries_on_its_own():
+    source = AsyncSource(step=10)
+    source.fail, source.failing = StorageUnavailable("db down"), 1
+    async with AsyncDoubleBuffer(source, retry=Backoff(0.01, 0.01)) as buffer:
+        with pytest.raises(ServiceUnavailable, match="db down"):
+            await buffer.next_id()
+        retrying = buffer._task
+        assert retrying is not None
+        await asyncio.wait([retrying])  # nobody asks for an ID meanwhile
+        assert buffer.next_id_nowait() == 1
+
+
+async def test_crossing_the_threshold_with_the_next_segment_here_fetches_no_other():
+    source = AsyncSource(step=10)
+    async with AsyncDoubleBuffer(source, preload_at=0.5) as buffer:
+        await buffer.next_ids(6)  # past the threshold: the preload is asked for, not run yet
+        await buffer.skip_past(100)  # a new current segment, the preload still to run
+        await asyncio.wait([buffer._task])  # it runs, above the new segment
+        preloaded = buffer.state().next
+        assert preloaded is not None
+        await buffer.next_ids(6)  # past the new segment's threshold
+        assert buffer._task is None and buffer.state().next == preloaded
+
+
+async def test_after_skip_past_a_caller_that_runs_dry_awaits_the_fetch_under_way():
+    source = AsyncSource(step=10)
+    async with AsyncDoubleBuffer(source, preload_at=0.5) as buffer:
+        await buffer.next_ids(6)  # past the threshold: the preload is asked for, not run yet
+        segment = await buffer.skip_past(100)
+        assert await buffer.next_ids(len(segment)) == list(segment.ids())
+        assert await buffer.next_id() > segment.end  # from the preload, awaited
+
+
+async def test_closing_twice_is_harmless_after_a_fetch_was_cancelled():
+    async with AsyncDoubleBuffer(AsyncSource(step=10), preload_at=0.0) as buffer:
+        await buffer.next_id()  # preload_at=0: the next segment is asked for at once
+        assert buffer._task is not None
+        await buffer.aclose()  # closed early; leaving the block closes it again
+    with pytest.raises(ServiceUnavailable, match="closed"):
+        await buffer.next_id()

@@ -1,15 +1,24 @@
-"""Guards against operators' mistakes and damaged rows, on real servers (SQLite and MariaDB).
+"""Guards against operators' mistakes and damaged rows, on real servers (SQLite and MariaDB),
+and, at the end, in-process: what a server process would hide from mutation testing.
 
 Each test starts from a mistake a team can make with the documented commands or
 a plain SQL client, and checks that no ID is handed out twice because of it.
 """
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from idgen_client import BizTypeMisconfigured, LocalGenerator, RemoteClient
+from idgen_client import BizTypeMisconfigured, BizTypeMoving, LocalGenerator, RemoteClient
+from idgen_core.errors import StorageUnavailable
+from idgen_server import rowset as rowset_module
 from idgen_server.allocator import Allocator
+from idgen_server.registry import register
+from idgen_server.rows import PENDING, BizRow
+from idgen_server.rowset import LOUD_EVERY
 from idgen_server.store import SegmentStore
+from tests.support.fakes import Clock
 from tests.support.cli import add_biz, db_args, idgen, init_db
 from tests.support.databases import database_kinds, database_maker
 from tests.support.proxy import behind_proxy
@@ -304,3 +313,207 @@ def test_a_row_that_appears_while_serving_starts_above_everything_seen(make_db):
         segments = [allocator.allocate("grow") for _ in range(6)]
     from_c = [s for s in segments if s.remainder == 2]
     assert from_c and min(s.start for s in from_c) > high
+
+
+# == The same guards in-process: the repair, the high water, refusals in the log ===============
+
+DEAD = "mysql+pymysql://root@127.0.0.1:1/nothing"  # refuses every connection at once
+
+
+@pytest.fixture
+def store(sqlite_url):
+    [store] = open_stores([sqlite_url])
+    yield store
+    store.close()
+
+
+# -- SegmentStore.raise_to: the repair, a compare-and-set on the version ----------------------
+
+def test_raise_to_moves_max_id_up_and_the_version_on_by_one(store):
+    store.register("order", step=10)
+    row = store.read("order")
+    assert store.raise_to(row, 150)
+    after = store.read("order")
+    assert (after.max_id, after.version) == (150, row.version + 1)
+
+
+def test_raise_to_never_moves_max_id_down_nor_to_where_it_is(store):
+    store.register("order", step=10)
+    store.allocate("order")
+    row = store.read("order")
+    assert not store.raise_to(row, row.max_id)
+    assert not store.raise_to(row, row.max_id - 5)
+    assert store.read("order") == row
+
+
+def test_raise_to_a_row_changed_since_it_was_read_changes_nothing(store):
+    store.register("order", step=10)
+    stale = store.read("order")
+    store.allocate("order")
+    row = store.read("order")
+    assert not store.raise_to(stale, 500)
+    assert store.read("order") == row
+
+
+def test_raise_to_touches_only_the_row_of_its_biz_type(store):
+    store.register("order", step=10)
+    store.register("user", step=10)
+    other = store.read("user")
+    assert store.raise_to(store.read("order"), 70)
+    assert store.read("user") == other
+
+
+def test_raise_to_logs_the_rollback_and_raises_the_high_water(store, caplog):
+    store.register("order", step=10)
+    row = store.read("order")
+    assert store.raise_to(row, 90)
+    assert store.high_water("order") == 90
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    message = record.getMessage()
+    assert f"database {store.name} reported max_id 0 for 'order'" in message
+    assert "moved it back up to 90" in message
+
+
+def test_raise_to_an_unreachable_database_is_storage_unavailable_naming_it():
+    store = SegmentStore(DEAD, timeout=1)
+    row = BizRow("order", max_id=0, step=10, delta=1, remainder=0, version=0)
+    with pytest.raises(StorageUnavailable, match=r"127.0.0.1:1.* is unreachable or failing "
+                       r"\(OperationalError\)"):
+        store.raise_to(row, 10)
+    store.close()
+
+
+def test_after_a_repair_a_max_id_lowered_again_by_hand_is_marked_at_the_repair(store):
+    store.register("order", step=10)
+    assert store.raise_to(store.read("order"), 90)
+    edit_row(store, "order", "max_id = 0")  # by hand: the version stays as the repair left it
+    assert store.mark(store.read("order")) == 90  # not a step higher per version unseen
+
+
+def test_the_high_water_of_a_biz_type_never_read_is_0(store):
+    store.register("order", step=10)
+    assert store.high_water("order") == 0
+    store.allocate("order")
+    store.read("order")
+    assert store.high_water("order") == 10
+    assert store.high_water("user") == 0
+
+
+def test_a_max_id_moved_back_is_moved_up_again_by_the_watch(store, caplog):
+    store.register("order", step=10)
+    with Allocator([store], probe_interval=0.02, watch_interval=0.02) as allocator:
+        handed_out = allocator.allocate("order")
+        edit_row(store, "order", "max_id = 0")  # a backup restored, say
+        allocator.start()
+        wait_until(lambda: store.read("order").max_id >= handed_out.end, 10,
+                   "the watch to move the row back up")
+        assert allocator.allocate("order").start > handed_out.end
+    assert any("moved it back up" in r.getMessage() for r in caplog.records)
+
+
+def test_a_damaged_row_below_the_high_water_is_left_for_a_person(store):
+    store.register("order", step=10)
+    with Allocator([store], probe_interval=0.02, watch_interval=0.02) as allocator:
+        allocator.allocate("order")
+        edit_row(store, "order", "max_id = 0, delta = 0")  # lowered, and damaged
+        raised = []
+        store.raise_to = lambda row, max_id: raised.append(max_id) or False  # type: ignore[method-assign]
+        allocator.start()
+        wait_until(lambda: "order" in allocator.last_read(0)
+                   and allocator.last_read(0)["order"].delta == 0, 10, "the watch to read the row")
+        with pytest.raises(BizTypeMisconfigured, match=f"damaged row in {store.name}"):
+            allocator.allocate("order")
+    assert raised == []
+
+
+# -- RowSet.refuse: loud once a minute per refusal ----------------------------------------------
+
+def _refusals(caplog, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "idgen_server.rowset" and r.levelno == level]
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock(1000.0)
+    monkeypatch.setattr(rowset_module.time, "monotonic", clock)
+    return clock
+
+
+def test_a_refusal_is_logged_once_a_minute_as_an_error(store, caplog, clock):
+    store.register("order", step=10)
+    edit_row(store, "order", "delta = 0")
+    with Allocator([store]) as allocator:
+        for _ in range(3):
+            with pytest.raises(BizTypeMisconfigured):
+                allocator.allocate("order")
+        assert len(_refusals(caplog, logging.ERROR)) == 1
+        clock.now += LOUD_EVERY - 1
+        with pytest.raises(BizTypeMisconfigured):
+            allocator.allocate("order")
+        assert len(_refusals(caplog, logging.ERROR)) == 1
+        clock.now += 1
+        with pytest.raises(BizTypeMisconfigured):
+            allocator.allocate("order")
+    [first, second] = _refusals(caplog, logging.ERROR)
+    assert first == second and "biz type 'order' has a damaged row" in first
+
+
+def test_a_refusal_for_another_reason_is_logged_at_once(store, caplog, clock):
+    store.register("order", step=10)
+    with Allocator([store]) as allocator:
+        for assignment, damage in (("delta = 0", "delta is 0"), ("delta = 1, step = 0", "step is 0")):
+            edit_row(store, "order", assignment)
+            with pytest.raises(BizTypeMisconfigured, match=damage):
+                allocator.allocate("order")
+    assert [damage in message for message, damage in zip(
+        _refusals(caplog, logging.ERROR), ("delta is 0", "step is 0"), strict=True)] == [True, True]
+
+
+def test_each_biz_type_refused_is_logged_once(store, caplog, clock):
+    for biz_type in ("a", "b"):
+        store.register(biz_type, step=10)
+        edit_row(store, biz_type, "delta = 0")
+    with Allocator([store]) as allocator:
+        for biz_type in ("a", "b", "a", "b"):
+            with pytest.raises(BizTypeMisconfigured):
+                allocator.allocate(biz_type)
+    assert [m.split(" has")[0] for m in _refusals(caplog, logging.ERROR)] == [
+        "biz type 'a'", "biz type 'b'"]
+
+
+def test_a_pause_met_in_each_frozen_database_is_logged_once(tmp_path, caplog, clock):
+    stores = open_stores([f"sqlite:///{tmp_path}/{name}.db" for name in ("a", "b")])
+    register(stores, "order", step=10)
+    for store in stores:
+        edit_row(store, "order", f"registration = '{PENDING}1'")
+    with Allocator(stores) as allocator:
+        for _ in range(4):  # allocations take the frozen databases in turn
+            with pytest.raises(BizTypeMoving):
+                allocator.allocate("order")
+    assert len(_refusals(caplog, logging.WARNING)) == 1
+    for store in stores:
+        store.close()
+
+
+def test_a_pause_is_a_warning_not_an_error(store, caplog, clock):
+    store.register("order", step=10)
+    edit_row(store, "order", f"registration = '{PENDING}1'")
+    with Allocator([store]) as allocator:
+        with pytest.raises(BizTypeMoving):
+            allocator.allocate("order")
+    assert _refusals(caplog, logging.ERROR) == []
+    [warning] = _refusals(caplog, logging.WARNING)
+    assert warning.startswith("biz type 'order' is being moved")
+
+
+# -- the lease table ------------------------------------------------------------------------------
+
+def test_a_lease_table_that_cannot_be_reached_is_storage_unavailable_naming_the_database():
+    store = SegmentStore(DEAD, timeout=1)
+    with pytest.raises(StorageUnavailable, match=r"127.0.0.1:1.* is unreachable or failing "
+                       r"\(OperationalError\)") as info:
+        store.leases.read("order", "chat")
+    assert not isinstance(info.value, BizTypeMisconfigured)
+    store.close()
+

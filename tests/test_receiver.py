@@ -186,3 +186,43 @@ def test_a_skipped_gap_is_not_reported_missing_again():
     assert receiver.missing("g") == [Gap(7_001, 9_000)]
     receiver.skip("g", 9_000)
     assert receiver.missing("g") == []
+
+
+def test_it_remembers_as_many_seqs_as_it_is_told():
+    receiver: Receiver[str] = Receiver(remember=2)
+    stamps = chain([1, 2, 3])
+    for stamp in stamps:
+        receiver.add("g", stamp)
+    receiver.ready("g")
+    assert receiver.add("g", stamps[1]) is Arrival.DUPLICATE  # the older of the two kept
+    assert receiver.add("g", stamps[0]) is Arrival.LATE
+
+
+def test_remembering_a_single_seq_is_allowed():
+    receiver: Receiver[str] = Receiver(remember=1)
+    receiver.add("g", Stamp(1, 0))
+    assert receiver.add("g", Stamp(1, 0)) is Arrival.DUPLICATE
+
+
+def test_remembering_nothing_is_refused():
+    with pytest.raises(InvalidRequest, match="remember"):
+        Receiver(remember=0)
+
+
+def test_each_group_starts_at_what_the_application_last_showed_of_it():
+    receiver: Receiver[str] = Receiver(last_shown={"a": 10, "b": 20}.__getitem__)
+    assert receiver.shown("a") == 10 and receiver.shown("b") == 20
+
+
+def test_the_message_last_shown_before_a_restart_is_not_held_again():
+    receiver: Receiver[str] = Receiver(last_shown=lambda group: 40)
+    assert receiver.add("g", Stamp(40, 30), "shown before") is Arrival.LATE
+    assert receiver.held("g") == 0 and receiver.ready("g") == []
+
+
+def test_held_counts_the_messages_waiting_behind_a_gap():
+    receiver: Receiver[str] = Receiver()
+    assert receiver.held("g") == 0  # a group never met holds nothing
+    receiver.add("g", Stamp(5, 3))
+    receiver.add("g", Stamp(9, 5))
+    assert receiver.held("g") == 2 and receiver.held("other") == 0

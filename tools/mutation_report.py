@@ -15,7 +15,9 @@ the per-module table for ``docs/mutation.md``. The exit status is 1 while any is
 from __future__ import annotations
 
 import argparse
+import io
 import re
+import tokenize
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -47,14 +49,53 @@ def readable(function: str) -> str:
     return f"{module}.{name[2:]}"
 
 
-def change_of(mutant: str) -> str:
-    """The lines a mutant changes, as ``old`` → ``new`` (code in backticks, ``|`` escaped)."""
+def change_of(mutant: str) -> tuple[str, str]:
+    """The lines a mutant changes: old and new, each joined into one line."""
     diff = _diff(mutant)
     old = " ".join(line[1:].strip() for line in diff.splitlines()
                    if line.startswith("-") and not line.startswith("---"))
     new = " ".join(line[1:].strip() for line in diff.splitlines()
                    if line.startswith("+") and not line.startswith("+++"))
+    return old, new
+
+
+def cell(old: str, new: str) -> str:
+    """A change as a table cell: ``old`` → ``new``, code in backticks, ``|`` escaped."""
     return f"`{old}` → `{new}`".replace("|", "\\|")
+
+
+def wording_only(old: str, new: str) -> bool:
+    """Whether a mutant changes only the wording of text meant for people: every token
+    it changes is a string literal with a space in it (a sentence, not a key or a format),
+    changed in case or wrapped in ``XX``. Tests read what a message must say (the biz type,
+    the database, what to do), not each letter of it; such mutants are counted as explained."""
+    before, after = _tokens(old), _tokens(new)
+    if len(before) != len(after):
+        return False
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    return bool(changed) and all(
+        kind_a == kind_b == tokenize.STRING and " " in text_a
+        and (text_b in (text_a.lower(), text_a.upper()) or _unwrapped(text_b) == text_a)
+        for (kind_a, text_a), (kind_b, text_b) in changed)
+
+
+def _tokens(line: str) -> list[tuple[int, str]]:
+    """The tokens of a line cut out of a statement (it may close brackets it did not open:
+    the tokenizer complains at the end, once every token was read)."""
+    found: list[tuple[int, str]] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(line).readline):
+            if token.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+                found.append((token.type, token.string))
+    except tokenize.TokenError:
+        pass
+    return found
+
+
+def _unwrapped(text: str) -> str:
+    """``f"XXabcXX"`` -> ``f"abc"`` (mutmut's wrapping of a string in ``XX``)."""
+    match = re.fullmatch(r"([a-zA-Z]*)(['\"]{1,3})XX(.*)XX\2", text, re.S)
+    return f"{match[1]}{match[2]}{match[3]}{match[2]}" if match else ""
 
 
 def _diff(mutant: str) -> str:
@@ -95,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         module = module_of(function)
         counts[module][kind] += 1
         if kind in ("survived", "unreached"):
-            mutant = line.split(":")[0].strip()
-            key = (readable(function), change_of(mutant))
-            if key in known:
+            old, new = change_of(line.split(":")[0].strip())
+            key = (readable(function), cell(old, new))
+            if key in known or wording_only(old, new):
                 counts[module]["explained"] += 1
+                counts[module]["wording"] += wording_only(old, new)
             else:
                 unexplained.append((*key, kind))
     _print_table(counts, markdown=args.markdown)
