@@ -345,3 +345,18 @@ async def test_closing_twice_is_harmless_after_a_fetch_was_cancelled():
         await buffer.aclose()  # closed early; leaving the block closes it again
     with pytest.raises(ServiceUnavailable, match="closed"):
         await buffer.next_id()
+
+
+@pytest.mark.parametrize("left", [1, 3])
+async def test_ready_returns_at_once_while_the_current_segment_has_ids_and_a_fetch_is_held(left):
+    source = AsyncSource(step=10)
+    async with AsyncDoubleBuffer(source) as buffer:
+        await buffer.next_id()
+        source.gate = asyncio.Event()  # the preload fetch started below hangs until set
+        for _ in range(9 - left):
+            await buffer.next_id()
+        ready = asyncio.create_task(buffer.ready())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert ready.done(), f"ready() waits on a fetch although {left} IDs are buffered"
+        source.gate.set()

@@ -314,3 +314,40 @@ def test_the_state_says_what_is_held_and_what_was_handed_out():
         assert later.issued == 13 and later.current == state.next and later.left == 7
     closed = buffer.state()
     assert closed.current is None and closed.left == 0 and closed.issued == 13
+
+
+def test_asking_for_no_ids_or_for_ids_above_a_negative_floor_is_refused():
+    with DoubleBuffer(Source(step=10)) as buffer:
+        for ask in (buffer.next_ids, buffer.next_ids_nowait):
+            with pytest.raises(InvalidRequest, match="count must be at least 1, got 0"):
+                ask(0)
+        with pytest.raises(InvalidRequest, match="floor must be at least 0, got -1"):
+            buffer.skip_past(-1)
+
+
+def test_nowait_hands_out_exactly_the_count_asked_even_across_segments():
+    with DoubleBuffer(Source(step=5)) as buffer:
+        assert buffer.next_ids(2) == [1, 2]  # past the preload threshold: the next is fetched
+        wait_until(lambda: buffer.state().next is not None, 10, "the next segment to arrive")
+        assert buffer.next_ids_nowait(1) == [3]
+        assert buffer.next_ids_nowait(6) == [4, 5, 6, 7, 8, 9]
+
+
+def test_skip_past_never_installs_a_segment_at_or_below_where_the_buffer_moved_meanwhile():
+    with DoubleBuffer(Source(step=1000)) as buffer:
+        buffer.next_id()
+        asked: list[int] = []
+
+        def racing_fetch(low: int) -> Segment:
+            asked.append(low)
+            if len(asked) == 1:  # meanwhile another caller moves the buffer on, to ``moved``
+                buffer.skip_past(low + 5000)
+                moved = buffer.floor
+                return Segment.claimed(moved - 1, moved + 9)  # from exactly where it is
+            return Segment.claimed(low, low + 10)
+
+        fetches = buffer.state().fetches
+        segment = buffer.skip_past(0, fetch=racing_fetch)
+        assert len(asked) == 2 and segment.start == asked[1] + 1
+        assert buffer.next_id() == asked[1] + 1
+        assert buffer.state().fetches == fetches + 2  # the other caller's and this one's

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from idgen_core.errors import (
@@ -115,3 +117,30 @@ def test_what_is_not_in_the_table_is_internal_and_unmapped_codes_say_their_name(
     assert type(unmapped) is IdGenError and "DATA_LOSS" in str(unmapped) and "lost" in str(unmapped)
     late = error_for(grpc.StatusCode.DEADLINE_EXCEEDED, "too slow")
     assert isinstance(late, ServiceUnavailable) and "in time" in str(late)
+
+
+def _details_of(status: grpc.Status) -> list:
+    return list(rpc_status.from_call(_Failed(status)).details)
+
+
+def test_a_quota_refusal_names_the_caller_as_the_subject_of_its_violation():
+    [quota, _] = _details_of(status_for(QuotaExceeded("over 100 calls/s", 0.5), "over 100 calls/s"))
+    failure = error_details_pb2.QuotaFailure()
+    assert quota.Unpack(failure)
+    [violation] = failure.violations
+    assert (violation.subject, violation.description) == ("caller", "over 100 calls/s")
+
+
+def test_a_quota_wait_crosses_the_wire_to_the_nanosecond():
+    for wait in (2.5, 1.25, 0.75):
+        back = error_from(_Failed(status_for(QuotaExceeded("x", wait), "x")))
+        assert back.retry_after == wait
+
+
+def test_a_quota_refusal_without_a_retry_info_waits_one_second():
+    packed = any_pb2.Any()
+    packed.Pack(error_details_pb2.QuotaFailure())
+    status = rpc_status.to_status(status_pb2.Status(
+        code=code_pb2.RESOURCE_EXHAUSTED, message="slow down", details=[packed]))
+    back = error_from(_Failed(status))
+    assert isinstance(back, QuotaExceeded) and back.retry_after == 1.0
