@@ -29,7 +29,8 @@ _LINE = re.compile(r"^\s*(?P<name>[\w.ǁ]+)__mutmut_\d+: (?P<status>.+?)\s*$")
 _KILLED = {"killed", "timeout", "caught by type check"}
 _LIVED = {"survived", "suspicious"}
 _UNREACHED = {"no tests"}
-_ROW = re.compile(r"^\|\s*`(?P<function>[^`]+)`\s*\|\s*(?P<change>.+?)\s*\|\s*(?P<why>.*?)\s*\|\s*$")
+_ROW = re.compile(r"^\|\s*`(?P<function>[^`]+)`\s*\|\s*(?P<change>(?:\\.|[^|\\])+?)\s*\|"
+                  r"\s*(?P<why>(?:\\.|[^|\\])*?)\s*\|\s*$")
 
 
 def module_of(function: str) -> str:
