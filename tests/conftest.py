@@ -18,7 +18,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _unreachable(what: str, exc: BaseException) -> None:
-    message = f"{what} is unreachable ({exc}); start it (see .ci/run)"
+    message = f"{what} is unreachable ({exc}); start it (see .ci/services)"
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
