@@ -224,10 +224,10 @@ class Sequencer:
         """
         # The common case: a remembered group, an ID above its last, no retry, the lease
         # held. Locals, and no call but next_id() and the clock under the lock: ~0.5 µs.
-        try:
-            lock = self._stripes[hash(group_id) & (_STRIPES - 1)]
-        except TypeError:  # unhashable: _stamp() names the error
+        if type(group_id) is not str and type(group_id) is not int:
+            # Checked there: True and 1.0 would find group 1 in the dicts below.
             return self._stamp(group_id, client_msg_id)
+        lock = self._stripes[hash(group_id) & (_STRIPES - 1)]
         key = None
         if client_msg_id is not None:
             if type(client_msg_id) is not str:

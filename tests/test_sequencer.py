@@ -5,6 +5,8 @@ databases, restart with kill -9, handover) are in test_sequencer_server.py.
 """
 from __future__ import annotations
 
+import itertools
+import logging
 import sys
 import threading
 from collections import defaultdict
@@ -13,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idgen_client import ConfigError, InvalidRequest, Segment, Sequencer, Stamp
+from idgen_client import ConfigError, InvalidRequest, Segment, Sequencer, ServiceUnavailable, Stamp
 from idgen_core.buffer import DoubleBuffer
 from tests.support.chains import assert_chains
 from tests.support.fakes import Clock, Source
@@ -128,6 +130,72 @@ def test_a_generator_without_skip_past_is_drawn_up_to_the_floor():
     assert first.prev_seq == 500 and 500 < first.seq <= 502
 
 
+def test_moving_the_generator_past_a_floor_is_logged_with_the_floor(buffer, caplog):
+    caplog.set_level(logging.INFO, logger="idgen_client.sequencer")
+    Sequencer(buffer, loader=lambda group: 1_000_000).stamp("g")
+    assert any("past 1000000" in record.getMessage() for record in caplog.records)
+
+
+class Stuck:
+    """A generator that keeps handing out ``at`` however often it is moved past it."""
+
+    floor = 0
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.draws = 0
+        self.skipped: list[int] = []
+
+    def next_id(self) -> int:
+        self.draws += 1
+        assert self.draws < 100, "the sequencer kept drawing from a stuck generator"
+        return self.at
+
+    def skip_past(self, floor: int) -> Segment:
+        self.skipped.append(floor)
+        return Segment.claimed(floor, floor + 100)
+
+
+def test_a_generator_that_stays_at_the_floor_is_given_up_on_after_three_skips():
+    generator = Stuck(at=1000)
+    sequencer = Sequencer(generator, loader=lambda group: 1000)
+    generator.skipped.clear()  # construction's own move
+    with pytest.raises(ServiceUnavailable, match=r"group 'g'.*retry later"):
+        sequencer.stamp("g")
+    assert generator.skipped == [1000] * 3 and sequencer.skips == 3
+
+
+def test_an_id_the_generator_hands_out_twice_is_stamped_once():
+    class Repeating:
+        floor = 0
+
+        def __init__(self) -> None:
+            self.ids = itertools.chain([5], itertools.count(5))  # 5, 5, 6, 7, ...
+
+        def next_id(self) -> int:
+            return next(self.ids)
+
+    sequencer = Sequencer(Repeating())
+    assert [sequencer.stamp("g"), sequencer.stamp("g")] == [Stamp(5, 0), Stamp(6, 5)]
+
+
+# -- 3. restart: above everything allocated before -----------------------------------
+
+def test_a_restart_starts_right_above_every_id_allocated_before():
+    source = Source(step=100)
+    source.max_id = 10_000  # what the processes before allocated, in every database
+
+    class AboveAll(DoubleBuffer):
+        def skip_past_all(self) -> Segment:
+            return self.skip_past(source.max_id)
+
+    with AboveAll(source) as generator:
+        sequencer = Sequencer(generator)
+        first = sequencer.stamp("g")
+    assert sequencer.horizon == 10_000
+    assert first == Stamp(10_001, 10_000) and sequencer.skips == 0
+
+
 # -- 4. handover: the loader's value is the first prev_seq -------------------------
 
 def test_a_group_met_for_the_first_time_continues_from_the_loader(buffer):
@@ -201,7 +269,91 @@ def test_a_retry_is_recognised_after_its_group_was_evicted(buffer):
     assert sequencer.stamp("g", "m1") == first
 
 
+def test_a_retry_window_of_zero_remembers_no_message(buffer):
+    sequencer = Sequencer(buffer, retry_window=0, clock=Clock(START))
+    first = sequencer.stamp("g", "m1")
+    assert sequencer.stamp("g", "m1").prev_seq == first.seq
+
+
+def test_a_retry_window_may_be_a_fraction_of_a_second(buffer):
+    clock = Clock(START)
+    sequencer = Sequencer(buffer, retry_window=0.5, clock=clock)
+    first = sequencer.stamp("g", "m1")
+    clock.now += 0.4
+    assert sequencer.stamp("g", "m1") == first
+
+
+def test_max_retries_zero_remembers_no_message(buffer):
+    sequencer = Sequencer(buffer, max_retries=0, clock=Clock(START))
+    first = sequencer.stamp("g", "m1")
+    assert sequencer.stamp("g", "m1").prev_seq == first.seq
+
+
+def test_stamps_without_a_message_id_take_no_room_in_the_retry_log(buffer):
+    sequencer = Sequencer(buffer, max_retries=1, clock=Clock(START))
+    first = sequencer.stamp("g", "m1")
+    for _ in range(3):
+        sequencer.stamp("g")
+    assert sequencer.stamp("g", "m1") == first
+
+
+def test_a_message_stamped_again_after_its_window_is_the_newest_in_the_retry_log(buffer):
+    clock = Clock(START)
+    sequencer = Sequencer(buffer, retry_window=30, max_retries=2, clock=clock)
+    sequencer.stamp("g", "m0")
+    clock.now += 1
+    sequencer.stamp("g", "m1")
+    clock.now += 29  # m0's window is over, m1's is not
+    again = sequencer.stamp("g", "m0")
+    sequencer.stamp("g", "m2")  # the log is full: the oldest entry, m1's, goes
+    assert sequencer.stamp("g", "m0") == again
+
+
+def test_an_expired_entry_goes_without_the_newer_ones(buffer):
+    clock = Clock(START)
+    sequencer = Sequencer(buffer, retry_window=30, clock=clock)
+    sequencer.stamp("g", "m0")
+    clock.now += 31
+    first = sequencer.stamp("g", "m1")  # finds m0's entry expired
+    assert sequencer.stamp("g", "m1") == first
+
+
 # -- 6. bounded memory, guarantees intact after eviction ---------------------------
+
+def test_a_full_sequencer_forgets_one_group_for_each_new_one(buffer):
+    sequencer = Sequencer(buffer, max_groups=3)
+    for group in range(8):
+        sequencer.stamp(group)
+        assert len(sequencer) == min(group + 1, 3)
+    assert all(group in sequencer for group in (5, 6, 7))
+
+
+def test_one_group_is_enough_memory(buffer):
+    sequencer = Sequencer(buffer, max_groups=1)
+    last = sequencer.stamp("a")
+    assert sequencer.stamp("a").prev_seq == last.seq
+    sequencer.stamp("b")
+    assert "b" in sequencer and "a" not in sequencer
+
+
+def test_stamping_a_remembered_group_again_makes_it_the_most_recent(buffer):
+    sequencer = Sequencer(buffer, max_groups=3)
+    for group in ("a", "b", "c", "a", "d"):
+        sequencer.stamp(group)
+    assert "a" in sequencer and "b" not in sequencer
+
+
+def test_a_message_stamped_again_after_its_window_makes_its_group_the_most_recent(buffer):
+    clock = Clock(START)
+    sequencer = Sequencer(buffer, max_groups=3, retry_window=30, clock=clock)
+    sequencer.stamp("a", "m1")
+    for group in ("b", "c"):
+        sequencer.stamp(group)
+    clock.now += 30
+    sequencer.stamp("a", "m1")  # a new message: the window is over
+    sequencer.stamp("d")
+    assert "a" in sequencer and "b" not in sequencer
+
 
 def test_memory_stays_within_max_groups(buffer):
     sequencer = Sequencer(buffer, max_groups=100)
@@ -274,10 +426,37 @@ def test_with_a_loader_chains_stay_exact_through_evictions_and_retries(ops):
 
 # -- bad input -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("group", [1.5, None, True, b"g"])
+@pytest.mark.parametrize("group", [1.5, None, True, b"g", ["g"]])
 def test_a_group_id_is_a_str_or_an_int(buffer, group):
-    with pytest.raises(InvalidRequest, match="group id"):
+    with pytest.raises(InvalidRequest, match=f"group id .* not {type(group).__name__}"):
         Sequencer(buffer).stamp(group)
+
+
+@pytest.mark.parametrize("group", [True, 1.0])
+def test_a_group_id_that_equals_a_known_int_group_is_still_refused(buffer, group):
+    sequencer = Sequencer(buffer)
+    sequencer.stamp(1)
+    with pytest.raises(InvalidRequest, match=f"group id .* not {type(group).__name__}"):
+        sequencer.stamp(group)
+    with pytest.raises(InvalidRequest, match=f"group id .* not {type(group).__name__}"):
+        sequencer.stamp(group, "m-1")
+
+
+def test_a_group_id_of_a_str_subclass_is_a_group_with_its_retried_messages(buffer):
+    class Name(str):
+        pass
+
+    sequencer = Sequencer(buffer)
+    first = sequencer.stamp(Name("g"), "m-1")
+    assert sequencer.stamp(Name("g"), "m-1") == first
+    assert sequencer.stamp("g").prev_seq == first.seq
+
+
+def test_a_client_msg_id_is_a_str(buffer):
+    sequencer = Sequencer(buffer)
+    sequencer.stamp("g")
+    with pytest.raises(InvalidRequest, match="client_msg_id .* not int"):
+        sequencer.stamp("g", 5)
 
 
 @pytest.mark.parametrize("value", [-1, "12", None])
@@ -291,3 +470,7 @@ def test_settings_are_validated_at_construction(buffer):
         Sequencer(buffer, max_groups=0)
     with pytest.raises(ConfigError, match="retry_window"):
         Sequencer(buffer, retry_window=-1)
+    with pytest.raises(ConfigError, match="max_retries"):
+        Sequencer(buffer, max_retries=-1)
+    with pytest.raises(ConfigError, match="loader .* not int"):
+        Sequencer(buffer, loader=42)

@@ -6,6 +6,7 @@ servers, and owners handing groups over, are in test_handover.py.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 
@@ -13,7 +14,7 @@ import pytest
 
 from idgen_client import ConfigError, NotOwner, Sequencer
 from idgen_core.buffer import DoubleBuffer
-from tests.support.fakes import Clock, Source
+from tests.support.fakes import Clock, Source, spy
 from tests.support.threads import run_threads
 
 START = 1000.0
@@ -58,6 +59,20 @@ def test_a_lease_needs_a_generator_that_can_move_above_every_database(source):
             Sequencer(plain, lease=FakeLease())
 
 
+class NotALease:
+    """Half a lease: ``term`` or ``clock``, as the test gives."""
+
+    def __init__(self, **attributes: object) -> None:
+        self.__dict__.update(attributes)
+
+
+@pytest.mark.parametrize("lease", [NotALease(), NotALease(term=(1, START + 10)),
+                                   NotALease(term=[1, START + 10], clock=Clock(START))])
+def test_a_lease_without_a_term_and_a_clock_is_refused_at_construction(buffer, lease):
+    with pytest.raises(ConfigError, match="lease must be .* not NotALease"):
+        Sequencer(buffer, lease=lease)
+
+
 def test_without_the_lease_nothing_is_stamped(buffer):
     lease = FakeLease(0, float("-inf"))
     sequencer = Sequencer(buffer, lease=lease)
@@ -65,6 +80,32 @@ def test_without_the_lease_nothing_is_stamped(buffer):
         sequencer.stamp("g")
     lease.term = (1, START + 10)
     assert sequencer.stamp("g").epoch == 1
+
+
+def test_not_owner_names_the_lease_and_its_biz_type(buffer):
+    lease = FakeLease(0, float("-inf"))
+    lease.biz_type = "orders"
+    with pytest.raises(NotOwner, match=r"lease 'chat-7' \(biz type 'orders'\)"):
+        Sequencer(buffer, lease=lease).stamp("g")
+
+
+def test_not_owner_names_no_lease_when_it_has_no_name(buffer):
+    lease = NotALease(term=(0, float("-inf")), clock=Clock(START))
+    with pytest.raises(NotOwner, match="does not hold the lease that group 'g'"):
+        Sequencer(buffer, lease=lease).stamp("g")
+
+
+@pytest.mark.parametrize(("failure", "why"), [
+    (None, "not renewed in time"),
+    ("UNAVAILABLE: no server answered", "failed: UNAVAILABLE: no server answered"),
+])
+def test_not_owner_says_why_the_lease_is_not_held(buffer, failure, why):
+    lease = FakeLease(0, float("-inf"))
+    lease.failure = failure
+    with pytest.raises(NotOwner) as raised:
+        Sequencer(buffer, lease=lease).stamp("g")
+    message = str(raised.value)
+    assert why in message and ("failed" in message) == (failure is not None)
 
 
 def test_once_the_term_ends_stamps_stop_until_it_is_renewed(buffer):
@@ -99,6 +140,139 @@ def test_a_term_that_ends_while_the_seq_is_drawn_stamps_nothing(source):
         generator.slow = False
         lease.term = (2, START + 30)
         assert sequencer.stamp("g").prev_seq == first.seq  # the drawn seq was never handed out
+
+
+def test_a_term_that_ends_while_a_new_groups_first_seq_is_drawn_stamps_nothing(source):
+    lease = FakeLease(2, START + 10)
+
+    class EndingGenerator(Generator):
+        ending = True
+
+        def next_id(self) -> int:
+            seq = super().next_id()
+            if self.ending:
+                lease.clock.now = START + 10  # the term's end comes during the draw
+            return seq
+
+    with EndingGenerator(source) as generator:  # nothing was ever stamped from it
+        sequencer = Sequencer(generator, lease=lease)
+        with pytest.raises(NotOwner):
+            sequencer.stamp("g")
+        generator.ending = False
+        lease.term = (2, START + 30)
+        stamp = sequencer.stamp("g")
+    assert stamp.prev_seq == 0 and stamp.epoch == 2  # the group's first message
+
+
+def test_a_take_over_is_logged_with_its_epoch_and_horizon(buffer, caplog):
+    caplog.set_level(logging.INFO, logger="idgen_client.sequencer")
+    sequencer = Sequencer(buffer, lease=FakeLease(5))
+    sequencer.stamp("g")
+    assert any("epoch 5" in message and f"above {sequencer.horizon}" in message
+               for message in (record.getMessage() for record in caplog.records))
+
+
+def test_an_epoch_replaced_before_its_take_over_is_passed_over_for_the_new_one(source):
+    lease = FakeLease(1)
+
+    def clock() -> float:  # the lease is granted anew right after the stamp read epoch 1
+        if lease.term[0] == 1:
+            lease.term = (2, START + 10)
+        return START
+
+    lease.clock = clock
+    with Generator(source) as generator:
+        moves = spy(generator, "skip_past_all")
+        stamp = Sequencer(generator, lease=lease).stamp("g")
+    assert stamp.epoch == 2 and len(moves) == 1
+
+
+def test_threads_meeting_a_new_epoch_together_take_it_over_once(source):
+    """A thread sees epoch 2 and is paused just before it would take it over; another
+    takes it over meanwhile. The first, let go, finds it done: the generator is moved
+    above all once, and the group stamped meanwhile is not forgotten."""
+    lease = FakeLease(1)
+    waiting, taking, waited = threading.Event(), threading.Event(), threading.Event()
+
+    class PausingClock(Clock):
+        def __call__(self) -> float:
+            if threading.current_thread().name == "waiter" and not waited.is_set():
+                waiting.set()
+                assert taking.wait(10), "no take-over started"
+                waited.set()
+            return super().__call__()
+
+    lease.clock = PausingClock(START)
+
+    class Held(Generator):
+        def skip_past_all(self):
+            if threading.current_thread().name == "taker":
+                taking.set()
+                assert waited.wait(10), "the waiter never went on"
+            return super().skip_past_all()
+
+    got = []
+    with Held(source) as generator:
+        sequencer = Sequencer(generator, lease=lease)
+        sequencer.stamp("g")
+        lease.term = (2, START + 10)
+        moves = spy(generator, "skip_past_all")
+        waiter = threading.Thread(target=lambda: got.append(sequencer.stamp("g")), name="waiter")
+        taker = threading.Thread(target=lambda: got.append(sequencer.stamp("g")), name="taker")
+        waiter.start()
+        assert waiting.wait(10)
+        taker.start()
+        taker.join()
+        waiter.join()
+    assert len(moves) == 1
+    got.sort()
+    assert [stamp.epoch for stamp in got] == [2, 2] and got[1].prev_seq == got[0].seq
+
+
+def test_a_group_stamped_on_the_fast_and_the_slow_path_at_once_gets_one_chain(source):
+    """One thread stamps a group on the slow path (a retry past its window) and is
+    paused drawing its seq; another stamps it on the fast path meanwhile. Both paths
+    take the group's one lock: the two stamps chain."""
+    drawing = threading.Event()
+
+    class Tattling(str):
+        """A group id that tells when the thread named "second" looks for its lock."""
+
+        hashed = threading.Event()
+
+        def __hash__(self) -> int:
+            if threading.current_thread().name == "second":
+                self.hashed.set()
+            return 1  # an odd stripe
+
+    group = Tattling("g")
+
+    class Paused(Generator):
+        def next_id(self) -> int:
+            seq = super().next_id()
+            if threading.current_thread().name == "first":
+                drawing.set()
+                assert group.hashed.wait(10), "the second stamp never started"
+            return seq
+
+    clock = Clock(START)
+    got = []
+    with Paused(source) as generator:
+        sequencer = Sequencer(generator, retry_window=30, clock=clock)
+        got.append(sequencer.stamp(group, "m1"))
+        clock.now += 30  # m1's window is over: stamping it again takes the slow path
+        first = threading.Thread(target=lambda: got.append(sequencer.stamp(group, "m1")),
+                                 name="first")
+        second = threading.Thread(target=lambda: got.append(sequencer.stamp(group)),
+                                  name="second")
+        first.start()
+        assert drawing.wait(10)
+        second.start()
+        first.join()
+        second.join()
+    got.sort()
+    assert len(got) == 3
+    assert [stamp.prev_seq for stamp in got[1:]] == [stamp.seq for stamp in got[:2]]
 
 
 def test_a_new_epoch_starts_above_what_anyone_stamped_and_forgets_groups_and_retries(
