@@ -483,3 +483,17 @@ def test_two_biz_types_paused_at_once_are_each_logged_once(files, caplog):
                 allocator.highest(biz_type)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [m.split(" is being")[0] for m in warned] == ["biz type 'a'", "biz type 'b'"]
+
+
+def test_a_table_gone_mid_run_is_storage_unavailable_naming_the_database_and_the_fix(sqlite_url):
+    [store] = open_stores([sqlite_url])
+    store.register("order", step=10)
+    store.allocate("order")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE idgen_segment")
+    with pytest.raises(StorageUnavailable) as info:
+        store.allocate("order")
+    assert str(info.value).startswith(f"database {store.name} is unreachable or failing "
+                                      "(OperationalError); check that it is up and that its "
+                                      "idgen_segment table exists (idgen init-db)")
+    store.close()
