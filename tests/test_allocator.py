@@ -497,3 +497,38 @@ def test_a_table_gone_mid_run_is_storage_unavailable_naming_the_database_and_the
                                       "(OperationalError); check that it is up and that its "
                                       "idgen_segment table exists (idgen init-db)")
     store.close()
+
+
+def test_verified_row_benches_a_database_down_and_keeps_one_that_answers_in_turn(files):
+    [store] = files(1)
+    store.register("order", step=10, delta=2, remainder=0)
+    with Allocator([store, dead()], probe_interval=60) as allocator:
+        with pytest.raises(StorageUnavailable):
+            allocator.verified_row("order", 1)
+        assert allocator.healthy() == [True, False]
+        assert allocator.health()[1].last_error != ""
+        allocator.bench(0, StorageUnavailable("down a moment ago"))
+        assert allocator.verified_row("order", 0).remainder == 0
+        assert allocator.healthy() == [True, False]
+
+
+def test_verified_row_names_the_database_of_a_damaged_row(files):
+    [store] = files(1)
+    store.register("order", step=10)
+    edit_row(store, "order", "delta = 0")
+    with Allocator([store]) as allocator:
+        with pytest.raises(BizTypeMisconfigured, match=f"damaged row in {store.name}"):
+            allocator.verified_row("order", 0)
+
+
+def test_verified_row_logs_each_paused_biz_type_once(files, caplog):
+    [store] = files(1)
+    for biz_type in ("a", "b"):
+        store.register(biz_type, step=10)
+        edit_row(store, biz_type, f"registration = '{PENDING}1'")
+    with Allocator([store]) as allocator:
+        for biz_type in ("a", "b", "a", "b"):
+            with pytest.raises(BizTypeMoving):
+                allocator.verified_row(biz_type, 0)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [m.split(" is being")[0] for m in warned] == ["biz type 'a'", "biz type 'b'"]
