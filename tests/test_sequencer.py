@@ -269,8 +269,9 @@ def test_a_retry_is_recognised_after_its_group_was_evicted(buffer):
     assert sequencer.stamp("g", "m1") == first
 
 
-def test_a_retry_window_of_zero_remembers_no_message(buffer):
-    sequencer = Sequencer(buffer, retry_window=0, clock=Clock(START))
+@pytest.mark.parametrize("setting", [{"retry_window": 0}, {"max_retries": 0}])
+def test_a_retry_log_of_no_time_or_no_room_remembers_no_message(buffer, setting):
+    sequencer = Sequencer(buffer, clock=Clock(START), **setting)
     first = sequencer.stamp("g", "m1")
     assert sequencer.stamp("g", "m1").prev_seq == first.seq
 
@@ -281,12 +282,6 @@ def test_a_retry_window_may_be_a_fraction_of_a_second(buffer):
     first = sequencer.stamp("g", "m1")
     clock.now += 0.4
     assert sequencer.stamp("g", "m1") == first
-
-
-def test_max_retries_zero_remembers_no_message(buffer):
-    sequencer = Sequencer(buffer, max_retries=0, clock=Clock(START))
-    first = sequencer.stamp("g", "m1")
-    assert sequencer.stamp("g", "m1").prev_seq == first.seq
 
 
 def test_stamps_without_a_message_id_take_no_room_in_the_retry_log(buffer):
