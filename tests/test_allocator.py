@@ -532,3 +532,34 @@ def test_verified_row_logs_each_paused_biz_type_once(files, caplog):
                 allocator.verified_row(biz_type, 0)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [m.split(" is being")[0] for m in warned] == ["biz type 'a'", "biz type 'b'"]
+
+
+# -- what a cut remembers -------------------------------------------------------------------
+
+def test_segments_of_a_registered_biz_type_follow_on_without_a_class_change(files, caplog):
+    stores = files(2)
+    register(stores, "order", step=10)
+    assert stores[0].read("order").registration != ""
+    edit_row(stores[1], "order", "max_id = 501")  # db1 ahead: a class change would jump to it
+    with Allocator(stores, probe_interval=60) as allocator:
+        allocator.bench(1, StorageUnavailable("kept out of turn for the test"))
+        starts = [allocator.allocate("order").start for _ in range(3)]
+    assert starts == [2, 12, 22]  # class 0 mod 2, each segment where the last one ended
+    assert not [r for r in caplog.records if "while this server ran" in r.getMessage()]
+
+
+def test_a_biz_type_served_again_after_a_refusal_is_logged_once(files, caplog):
+    [store] = files(1)
+    register([store], "order", step=10)
+    registration = store.read("order").registration
+    with Allocator([store]) as allocator:
+        allocator.allocate("order")
+        edit_row(store, "order", f"registration = '{PENDING}1'")
+        with pytest.raises(BizTypeMoving):
+            allocator.allocate("order")
+        edit_row(store, "order", f"registration = '{registration}'")
+        allocator.allocate("order")
+        allocator.allocate("order")
+    served = [r for r in caplog.records if "passes the checks again" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in served] == [
+        (logging.WARNING, "biz type 'order' passes the checks again and is served")]
