@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
@@ -15,7 +16,7 @@ from idgen_client import (
     InvalidRequest,
     UnknownBizType,
 )
-from idgen_core.errors import StorageUnavailable
+from idgen_core.errors import ServiceUnavailable, StorageUnavailable
 from idgen_core.segment import MAX_STEP_MULTIPLIER
 from idgen_server import allocator as allocator_module
 from idgen_server.allocator import Allocator
@@ -258,6 +259,7 @@ def test_no_database_answering_is_storage_unavailable_naming_each_by_label():
         assert str(info.value) == ("no database could allocate for 'order' "
                                    "(db0, db1 unreachable): retry later")
         assert allocator.healthy() == [False, False]
+        assert all("is unreachable or failing" in h.last_error for h in allocator.health())
 
 
 def test_a_biz_type_used_up_in_every_database_is_exhausted_not_unknown(files):
@@ -269,12 +271,14 @@ def test_a_biz_type_used_up_in_every_database_is_exhausted_not_unknown(files):
         with pytest.raises(IdSpaceExhausted, match="'order' has used up the int64 range in "
                            "every database: no further IDs can be issued; register a new"):
             allocator.allocate("order")
+        assert allocator.healthy() == [True, True]  # they answered
 
 
 def test_a_biz_type_no_database_has_is_unknown_with_the_command_that_adds_it(files):
     with Allocator(files(2)) as allocator:
         with pytest.raises(UnknownBizType) as info:
             allocator.allocate("order")
+        assert allocator.healthy() == [True, True]  # they answered
     assert str(info.value) == (
         "biz type 'order' is not registered: add it with `idgen add-biz order --db URL "
         "[--db URL ...]`, giving all of this server's databases at once")
@@ -341,6 +345,8 @@ def test_a_biz_type_known_missing_from_every_table_is_unknown_and_one_there_is_s
         wait_until(lambda: allocator._rows.surely_unknown("nosuch"), 10, "the watch to read the table")
         with pytest.raises(UnknownBizType, match="biz type 'nosuch' is not registered"):
             allocator.highest("nosuch")
+        with pytest.raises(UnknownBizType, match="biz type 'nosuch' is not registered"):
+            allocator.allocate("nosuch")
         assert not allocator.exists("nosuch")
         assert allocator.exists("order")
         assert allocator.highest("order") == 0
@@ -557,9 +563,59 @@ def test_a_biz_type_served_again_after_a_refusal_is_logged_once(files, caplog):
         edit_row(store, "order", f"registration = '{PENDING}1'")
         with pytest.raises(BizTypeMoving):
             allocator.allocate("order")
+        assert allocator.healthy() == [True]  # it answered: the row is what stops it
         edit_row(store, "order", f"registration = '{registration}'")
         allocator.allocate("order")
         allocator.allocate("order")
     served = [r for r in caplog.records if "passes the checks again" in r.getMessage()]
     assert [(r.levelno, r.getMessage()) for r in served] == [
         (logging.WARNING, "biz type 'order' passes the checks again and is served")]
+
+
+def test_a_floor_of_one_above_a_biz_type_nothing_was_allocated_from_is_refused_at_first_sight(
+        files, monkeypatch):
+    monkeypatch.setattr(allocator_module, "_FLOOR_PATIENCE", 0.1)
+    [store] = files(1)
+    store.register("order", step=10)
+    with Allocator([store]) as allocator:
+        with pytest.raises(InvalidRequest, match=r"floor 1 is above every ID allocated"):
+            allocator.allocate("order", floor=1)
+
+
+def test_a_segment_of_several_steps_holds_that_many_steps(files):
+    [store] = files(1)
+    store.register("order", step=10)
+    with Allocator([store]) as allocator:
+        allocator.bench(0, StorageUnavailable("down a moment ago"))
+        segment = allocator.allocate("order", steps=3)
+        assert allocator.healthy() == [True]  # it answered: back in turn
+    assert (segment.start, segment.end) == (1, 30)
+
+
+def test_requests_above_every_database_beyond_the_limit_are_refused_at_once(files):
+    [store] = files(1)
+    store.register("order", step=10)
+    reading, release = threading.Event(), threading.Event()
+    read = store.read
+
+    def slow_read(biz_type: str) -> BizRow | None:
+        reading.set()
+        release.wait(10)
+        return read(biz_type)
+
+    served: list[int] = []
+    with Allocator([store], above_all_limit=1) as allocator:
+        store.read = slow_read  # the first request waits in its read of every database
+        first = threading.Thread(
+            target=lambda: served.append(allocator.allocate("order", above_all=True).start))
+        first.start()
+        try:
+            assert reading.wait(10)
+            with pytest.raises(ServiceUnavailable) as info:
+                allocator.allocate("order", above_all=True)
+        finally:
+            release.set()
+            first.join(10)
+    assert str(info.value) == ("1 requests for IDs above every database are being served by "
+                               "this server already: retry shortly")
+    assert served == [1]

@@ -258,7 +258,8 @@ def test_a_clash_stays_refused_while_the_clashing_database_cannot_be_read(mariad
 
 
 def test_a_database_whose_class_changes_while_serving_starts_above_everything_seen(db_url,
-                                                                                    sqlite_url):
+                                                                                    sqlite_url,
+                                                                                    caplog):
     urls = [db_url, sqlite_url.replace("idgen.db", "other.db")]
     stores = registered(urls, "swap", step=10)
     with Allocator(stores) as allocator:
@@ -270,6 +271,13 @@ def test_a_database_whose_class_changes_while_serving_starts_above_everything_se
         edit_row(urls[1], "swap", "remainder = 0")
         after = [i for _ in range(6) for i in allocator.allocate("swap").ids()]
     assert min(after) > max(before) and not set(after) & set(before)
+    changes = [r.getMessage().split(" while")[0] for r in caplog.records
+               if "while this server ran" in r.getMessage()]
+    assert sorted(changes) == sorted([  # once for each database: its later segments follow on
+        f"database {stores[0].name}: the row of 'swap' changed its residue class from 0 mod 2 "
+        "to 1 mod 2",
+        f"database {stores[1].name}: the row of 'swap' changed its residue class from 1 mod 2 "
+        "to 0 mod 2"])
 
 
 def test_concurrent_allocations_never_log_a_max_id_gone_back(db_url, caplog):
