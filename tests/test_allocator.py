@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -619,3 +620,22 @@ def test_requests_above_every_database_beyond_the_limit_are_refused_at_once(file
     assert str(info.value) == ("1 requests for IDs above every database are being served by "
                                "this server already: retry shortly")
     assert served == [1]
+
+
+def test_close_returns_once_the_watch_has_stopped(files):
+    [store] = files(1)
+    reading = threading.Event()
+    read_all = store.read_all
+
+    def slow_read_all() -> tuple[dict[str, BizRow], frozenset[str]]:
+        reading.set()
+        time.sleep(0.2)  # a slow database: close() comes while the watch reads
+        return read_all()
+
+    store.read_all = slow_read_all  # type: ignore[method-assign]
+    allocator = Allocator([store], probe_interval=0.01, watch_interval=0.01)
+    allocator.start()
+    [watch] = [t for t in threading.enumerate() if t.name == "idgen-db-watch"]
+    assert reading.wait(10)
+    allocator.close()
+    assert not watch.is_alive()

@@ -18,7 +18,7 @@ from idgen_server.registry import register
 from idgen_server.rows import PENDING, BizRow
 from idgen_server.rowset import LOUD_EVERY
 from idgen_server.store import SegmentStore
-from tests.support.fakes import Clock
+from tests.support.fakes import Clock, spy
 from tests.support.cli import add_biz, db_args, idgen, init_db
 from tests.support.databases import database_kinds, database_maker
 from tests.support.proxy import behind_proxy
@@ -513,6 +513,97 @@ def test_a_pause_is_a_warning_not_an_error(store, caplog, clock):
     assert _refusals(caplog, logging.ERROR) == []
     [warning] = _refusals(caplog, logging.WARNING)
     assert warning.startswith("biz type 'order' is being moved")
+
+
+
+# -- RowSet: the watch, the reads of every database, what is surely unknown ---------------------
+
+def test_the_watch_benches_a_database_it_cannot_read_naming_the_failure(store):
+    with Allocator([store, SegmentStore(DEAD, timeout=1)]) as allocator:
+        allocator._rows.watch(1)
+        assert allocator.healthy() == [True, False]
+        assert "is unreachable or failing (OperationalError)" in allocator.health()[1].last_error
+
+
+def test_the_watch_puts_a_benched_database_that_answers_back_in_turn(store):
+    with Allocator([store], probe_interval=60) as allocator:
+        allocator.bench(0, StorageUnavailable("down a moment ago"))
+        allocator._rows.watch(0)
+        assert allocator.healthy() == [True]
+
+
+def test_the_watch_benches_a_database_whose_repair_fails(store):
+    store.register("order", step=10)
+    with Allocator([store]) as allocator:
+        allocator.allocate("order")
+        edit_row(store, "order", "max_id = 0")  # a backup restored, say
+
+        def fail(row: BizRow, max_id: int) -> bool:
+            raise StorageUnavailable("the repair did not reach the database")
+
+        store.raise_to = fail  # type: ignore[method-assign]
+        allocator._rows.watch(0)
+        assert allocator.healthy() == [False]
+        assert allocator.health()[0].last_error == "the repair did not reach the database"
+
+
+def test_the_watch_writes_no_row_that_is_at_its_high_water(store):
+    store.register("order", step=10)
+    with Allocator([store]) as allocator:
+        allocator.allocate("order")
+        repairs = spy(store, "raise_to")
+        allocator._rows.watch(0)
+    assert repairs == []
+
+
+def test_the_watch_forgets_a_row_deleted_and_keeps_the_last_of_one_damaged(store):
+    for biz_type in ("kept", "gone", "broken"):
+        store.register(biz_type, step=10)
+    with Allocator([store]) as allocator:
+        for biz_type in ("kept", "gone", "broken"):
+            allocator.allocate(biz_type)
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM idgen_segment WHERE biz_type = 'gone'")
+        edit_row(store, "broken", "delta = 'x'")
+        allocator._rows.watch(0)
+        assert sorted(allocator.last_read(0)) == ["broken", "kept"]
+        assert allocator.last_read(0)["broken"].delta == 1  # as last read whole
+
+
+def test_read_all_names_the_damaged_rows_apart_and_reads_every_other(store):
+    for biz_type in ("a", "b", "c"):
+        store.register(biz_type, step=10)
+    edit_row(store, "a", "step = 'x'")
+    rows, damaged = store.read_all()
+    assert sorted(rows) == ["b", "c"]
+    assert damaged == frozenset({"a"})
+
+
+def test_a_name_is_surely_unknown_for_two_watch_intervals_after_its_table_was_read(store, clock):
+    with Allocator([store], watch_interval=0.5) as allocator:
+        allocator._rows.watch(0)  # at 1000.0
+        clock.now = 1001.0
+        assert allocator._rows.surely_unknown("nosuch")
+        clock.now = 1001.25
+        assert not allocator._rows.surely_unknown("nosuch")  # stale: the database is asked
+
+
+def test_a_read_of_every_database_goes_on_past_one_that_fails(store):
+    store.register("order", step=10, delta=2, remainder=1)
+    with Allocator([SegmentStore(DEAD, timeout=1), store]) as allocator:
+        with pytest.raises(StorageUnavailable, match=r"for 'order' \(db0 unreachable\), so"):
+            allocator.highest("order")
+        assert allocator.healthy() == [False, True]
+        assert "is unreachable or failing (OperationalError)" in allocator.health()[0].last_error
+
+
+def test_the_check_at_an_allocation_reads_only_the_databases_not_read_yet(tmp_path):
+    stores = open_stores([f"sqlite:///{tmp_path}/{name}.db" for name in ("a", "b")])
+    register(stores, "order", step=10)
+    reads = [spy(s, "read") for s in stores]
+    with Allocator(stores) as allocator:
+        assert allocator.allocate("order").remainder == 0
+    assert [len(r) for r in reads] == [0, 1]  # db0's own row comes with its allocation
 
 
 # -- the lease table ------------------------------------------------------------------------------
