@@ -360,3 +360,38 @@ async def test_ready_returns_at_once_while_the_current_segment_has_ids_and_a_fet
             await asyncio.sleep(0)
         assert ready.done(), f"ready() waits on a fetch although {left} IDs are buffered"
         source.gate.set()
+
+
+@pytest.mark.parametrize("preload_at,before", [(0.5, 5), (0.1, 1)])
+async def test_the_next_segment_is_asked_for_once_the_preload_threshold_is_crossed_not_before(
+        preload_at, before):
+    async with AsyncDoubleBuffer(AsyncSource(step=10), preload_at=preload_at) as buffer:
+        assert await buffer.next_ids(before) == list(range(1, before + 1))  # up to the threshold
+        assert buffer._task is None  # no fetch asked for yet
+        await buffer.next_id()  # the first ID past it
+        assert buffer._task is not None
+
+
+async def test_a_preload_answered_at_the_floor_skip_past_moved_to_is_fetched_again_above_it():
+    floors: list[int] = []
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def fetch(floor: int) -> Segment:
+        floors.append(floor)
+        if len(floors) == 2:  # the preload, answered only once skip_past moved the buffer on
+            asked.set()
+            await answer.wait()
+            return Segment(20, 29)  # above the floor it was asked for, but not above 20
+        return Segment.claimed(floor, floor + 10)
+
+    async def skipped(floor: int) -> Segment:
+        return Segment(16, 20)
+
+    async with AsyncDoubleBuffer(fetch, preload_at=0.5) as buffer:
+        assert await buffer.next_ids(6) == [1, 2, 3, 4, 5, 6]  # past the threshold: the preload
+        await asked.wait()
+        await buffer.skip_past(15, fetch=skipped)  # the floor is now 20
+        answer.set()
+        await asyncio.wait([buffer._task])  # nobody asks for an ID meanwhile
+        assert floors == [0, 10, 20] and buffer.state().next == Segment(21, 30)
+        assert await buffer.next_ids(6) == [16, 17, 18, 19, 20, 21]

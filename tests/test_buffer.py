@@ -5,6 +5,7 @@ import gc
 import threading
 import time
 import weakref
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -20,11 +21,12 @@ from idgen_client import (
     UnknownBizType,
 )
 from idgen_core.buffer import DoubleBuffer
+from idgen_core import fetcher as fetcher_module
 from idgen_core import pair
-from idgen_core.errors import BizTypeMoving, StorageUnavailable
+from idgen_core.errors import BizTypeMoving, ConfigError, StorageUnavailable
 from idgen_core.fetcher import IDLE_CHECK, FailureLog
 from idgen_core.retry import Backoff
-from tests.support.fakes import Source, residue_sources
+from tests.support.fakes import Clock, Source, residue_sources
 from tests.support.threads import run_threads
 from tests.support.waiting import eventually, wait_until
 
@@ -196,7 +198,9 @@ def test_waiting_callers_give_up_after_the_wait_timeout():
     source = Source()
     source.gate = threading.Event()
     buffer = DoubleBuffer(source, wait_timeout=0.2)
-    with pytest.raises(ServiceUnavailable, match="within 0.2s"):
+    with pytest.raises(ServiceUnavailable, match=(
+            r"^no segment for 'idgen' arrived within 0\.2s; "
+            r"the ID service or its database is slow or unreachable: retry later$")):
         buffer.next_id()
     source.gate.set()
     buffer.close()
@@ -351,3 +355,159 @@ def test_skip_past_never_installs_a_segment_at_or_below_where_the_buffer_moved_m
         assert len(asked) == 2 and segment.start == asked[1] + 1
         assert buffer.next_id() == asked[1] + 1
         assert buffer.state().fetches == fetches + 2  # the other caller's and this one's
+
+
+def test_a_source_that_returns_the_floor_itself_is_not_trusted():
+    def at_the_floor(floor: int) -> Segment:
+        return Segment(floor, floor + 10)  # its first ID is the last one handed out
+
+    with DoubleBuffer(at_the_floor, floor=100, wait_timeout=5,
+                      retry=Backoff(0.01, 0.01)) as buffer:
+        with pytest.raises(ServiceUnavailable, match="IDs from 100, not above 100"):
+            buffer.next_id()
+
+
+def test_once_the_id_space_is_used_up_later_callers_are_told_without_another_fetch():
+    source = Source()
+    source.fail = IdSpaceExhausted("int64 used up")
+    with DoubleBuffer(source, retry=Backoff(0.001, 0.001)) as buffer:
+        for _ in range(3):
+            with pytest.raises(IdSpaceExhausted, match="int64 used up"):
+                buffer.next_id()
+    assert source.floors == [0]  # no fetch can help: it is not tried again
+
+
+def _clock_for(monkeypatch: pytest.MonkeyPatch, module: object, now: float) -> Clock:
+    """A clock for ``module``'s ``time.monotonic``, moved by the test only."""
+    clock = Clock(now)
+    monkeypatch.setattr(module, "time", SimpleNamespace(monotonic=clock))
+    return clock
+
+
+def test_a_pause_is_waited_out_until_pause_wait_after_it_began_and_told_from_that_instant(
+        monkeypatch):
+    clock = _clock_for(monkeypatch, pair, 100.0)
+    patience = pair.Patience(wait_timeout=30)
+    moving = BizTypeMoving("being moved")
+    clock.now = 100.0 + pair.PAUSE_WAIT - 0.001
+    assert not patience.tells(moving, paused_since=100.0)
+    clock.now = 100.0 + pair.PAUSE_WAIT
+    assert patience.tells(moving, paused_since=100.0)
+
+
+def test_a_pause_of_unknown_start_is_waited_out_from_when_the_caller_met_it(monkeypatch):
+    # The fetcher's next attempt may have ended the pause record just before the caller
+    # looked, while the pause is still the failure the caller sees.
+    clock = _clock_for(monkeypatch, pair, 100.0)
+    patience = pair.Patience(wait_timeout=30)
+    moving = BizTypeMoving("being moved")
+    assert not patience.tells(moving, paused_since=None)
+    assert patience.remaining(moving) == pair.PAUSE_WAIT
+
+
+def _fetch_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == fetcher_module.__name__]
+
+
+@pytest.mark.parametrize("error,told", [
+    (StorageUnavailable("db down"), "db down"),
+    (ZeroDivisionError("a bug"),
+     "fetching a segment for 'order' failed (ZeroDivisionError): retry later"),
+])
+def test_a_failed_fetch_is_logged_naming_the_generator_and_what_callers_are_told(
+        caplog, error, told):
+    told_callers = FailureLog("order").failed(error)
+    assert str(told_callers) == told
+    assert _fetch_log(caplog) == [f"fetching a segment for 'order' failed: {told}"]
+
+
+def test_a_failed_fetch_is_logged_again_only_when_the_failure_changes(caplog):
+    failures = FailureLog("order")
+    for error in (StorageUnavailable("db down"), StorageUnavailable("db down"),
+                  UnknownBizType("no such biz"), UnknownBizType("no such biz"),
+                  StorageUnavailable("db down")):
+        failures.failed(error)
+    assert _fetch_log(caplog) == [
+        "fetching a segment for 'order' failed: db down",
+        "fetching a segment for 'order' failed: no such biz",
+        "fetching a segment for 'order' failed: db down",
+    ]
+
+
+def test_a_failure_after_a_recovery_is_logged_again_even_one_without_a_message(caplog):
+    failures = FailureLog("order")
+    failures.failed(StorageUnavailable())
+    failures.clear()  # a fetch succeeded in between
+    failures.failed(StorageUnavailable())
+    assert len(_fetch_log(caplog)) == 2
+
+
+def test_a_pause_is_retried_at_the_first_step_for_pause_wait_seconds_and_no_longer(monkeypatch):
+    clock = _clock_for(monkeypatch, fetcher_module, 100.0)
+    failures = FailureLog("order")
+    failures.failed(BizTypeMoving("being moved"))
+    clock.now = 100.0 + pair.PAUSE_WAIT - 0.001
+    assert failures.next_attempt(5) == 1
+    clock.now = 100.0 + pair.PAUSE_WAIT
+    assert failures.next_attempt(5) == 6
+
+
+def test_a_pause_after_a_recovery_is_counted_from_its_own_start(monkeypatch):
+    clock = _clock_for(monkeypatch, fetcher_module, 100.0)
+    failures = FailureLog("order")
+    failures.failed(BizTypeMoving("being moved"))
+    clock.now = 200.0
+    failures.clear()  # a fetch succeeded: that pause is over
+    failures.failed(BizTypeMoving("being moved"))
+    assert failures.paused_since == 200.0
+    assert failures.next_attempt(5) == 1  # young again
+
+
+def test_the_retry_bound_starts_at_initial_and_doubles_with_each_retry_up_to_maximum():
+    backoff = Backoff(initial=1.0, maximum=100.0)
+    assert [backoff.bound(attempt) for attempt in range(0, 9)] == \
+        [1.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 100.0]
+
+
+def test_retry_delays_are_drawn_from_zero_up_to_the_bound():
+    delays = [Backoff(initial=1.0, maximum=100.0).delay(3) for _ in range(1000)]
+    assert all(0.0 <= delay <= 4.0 for delay in delays)
+    # Full jitter: the whole range is used (each bound missed by chance at 0.9^1000).
+    assert min(delays) < 0.4 and max(delays) > 3.6
+
+
+@pytest.mark.parametrize("settings", [
+    dict(initial=0.5, maximum=0.5), dict(initial=0.5, maximum=1.0, attempts=1)])
+def test_a_backoff_may_start_at_its_maximum_and_may_make_a_single_attempt(settings):
+    backoff = Backoff(**settings)
+    assert backoff.bound(1) == 0.5
+
+
+@pytest.mark.parametrize("settings,why", [
+    (dict(initial=0.0, maximum=1.0), "backoff must satisfy 0 < initial <= maximum, got 0.0 and 1.0"),
+    (dict(initial=2.0, maximum=1.0), "backoff must satisfy 0 < initial <= maximum, got 2.0 and 1.0"),
+    (dict(initial=0.5, maximum=1.0, attempts=0), "attempts must be at least 1, got 0"),
+])
+def test_a_backoff_that_would_not_wait_or_not_attempt_is_refused_with_the_reason(settings, why):
+    with pytest.raises(ConfigError) as refused:
+        Backoff(**settings)
+    assert str(refused.value) == why
+
+
+def test_closing_waits_for_the_fetcher_thread_to_end():
+    with DoubleBuffer(Source(step=10), name="closing") as buffer:
+        buffer.next_id()  # the fetcher thread started, and now idles
+        assert _fetch_threads("closing")
+    assert not _fetch_threads("closing")
+
+
+def test_closing_waits_for_a_hanging_fetch_no_longer_than_its_timeout():
+    source = Source()
+    source.gate = threading.Event()  # the fetch hangs until set
+    buffer = DoubleBuffer(source, name="hanging", wait_timeout=0.05)
+    with pytest.raises(ServiceUnavailable):
+        buffer.next_id()
+    started = time.monotonic()
+    buffer.close(timeout=0.1)
+    assert time.monotonic() - started < 5  # the fetch itself would hang for 10 s
+    source.gate.set()

@@ -6,6 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from idgen_client import INT64_MAX, IdSpaceExhausted, InvalidRequest, Segment, validate_biz_type
+from idgen_core.segment import (
+    MAX_COUNT,
+    MAX_STEP_MULTIPLIER,
+    validate_count,
+    validate_floor,
+    validate_steps,
+)
 from idgen_server.rows import residue_class
 
 
@@ -74,3 +81,66 @@ def test_well_formed_biz_types_pass(name):
 def test_malformed_biz_types_get_a_reason(name, why):
     with pytest.raises(InvalidRequest, match=why):
         validate_biz_type(name)
+
+
+@pytest.mark.parametrize("bad,why", [
+    (dict(start=0, end=5), "segment bounds must satisfy 1 <= start <= end <= 2^63-1, got [0, 5]"),
+    (dict(start=3, end=2), "segment bounds must satisfy 1 <= start <= end <= 2^63-1, got [3, 2]"),
+    (dict(start=2, end=10, delta=2, remainder=1), "segment start 2 is not = 1 (mod 2)"),
+    (dict(start=1, end=2, delta=0), "segment delta must be at least 1, got 0"),
+    (dict(start=1, end=2, delta=2, remainder=2), "segment remainder must be in [0, 2), got 2"),
+])
+def test_a_malformed_segment_is_refused_saying_which_rule_it_breaks(bad, why):
+    with pytest.raises(InvalidRequest) as refused:
+        Segment(**bad)
+    assert str(refused.value) == why
+
+
+@pytest.mark.parametrize("edge", [
+    dict(start=1, end=1), dict(start=7, end=7), dict(start=1, end=INT64_MAX),
+    dict(start=3, end=3, delta=2, remainder=1), dict(start=4, end=9, delta=4, remainder=0),
+])
+def test_segments_at_the_edges_of_the_rules_are_well_formed(edge):
+    segment = Segment(**edge)
+    assert segment.ids()[0] == edge["start"]
+
+
+@pytest.mark.parametrize("name,why", [
+    ("", "biz type is empty: name the ID space, e.g. 'order'"),
+    ("a b", "biz type 'a b' has characters outside [A-Za-z0-9_.:-] "
+            "or does not start with a letter or digit"),
+    (7, "biz type must be a string, not int"),
+])
+def test_a_malformed_biz_type_is_refused_with_the_whole_reason(name, why):
+    with pytest.raises(InvalidRequest) as refused:
+        validate_biz_type(name)
+    assert str(refused.value) == why
+
+
+@pytest.mark.parametrize("check,edges", [
+    (validate_count, (1, MAX_COUNT)), (validate_floor, (0, INT64_MAX)),
+    (validate_steps, (1, MAX_STEP_MULTIPLIER)),
+])
+def test_numbers_at_either_end_of_their_range_are_accepted(check, edges):
+    assert [check(n) for n in edges] == list(edges)
+
+
+@pytest.mark.parametrize("check,bad,why", [
+    (validate_count, 0, f"count must be between 1 and {MAX_COUNT}, got 0"),
+    (validate_count, MAX_COUNT + 1, f"count must be between 1 and {MAX_COUNT}, got {MAX_COUNT + 1}"),
+    (validate_count, True, "count must be a whole number, not bool"),
+    (validate_count, "3", "count must be a whole number, not str"),
+    (validate_floor, -1, "floor must be a whole number in 0..2^63-1, got -1"),
+    (validate_floor, INT64_MAX + 1, f"floor must be a whole number in 0..2^63-1, got {INT64_MAX + 1}"),
+    (validate_floor, False, "floor must be a whole number in 0..2^63-1, got False"),
+    (validate_floor, "3", "floor must be a whole number in 0..2^63-1, got '3'"),
+    (validate_steps, 0, f"steps must be a whole number in 1..{MAX_STEP_MULTIPLIER}, got 0"),
+    (validate_steps, MAX_STEP_MULTIPLIER + 1,
+     f"steps must be a whole number in 1..{MAX_STEP_MULTIPLIER}, got {MAX_STEP_MULTIPLIER + 1}"),
+    (validate_steps, True, f"steps must be a whole number in 1..{MAX_STEP_MULTIPLIER}, got True"),
+    (validate_steps, 2.0, f"steps must be a whole number in 1..{MAX_STEP_MULTIPLIER}, got 2.0"),
+])
+def test_numbers_outside_their_range_or_not_whole_are_refused_with_the_reason(check, bad, why):
+    with pytest.raises(InvalidRequest) as refused:
+        check(bad)
+    assert str(refused.value) == why
