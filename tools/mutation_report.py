@@ -10,7 +10,8 @@ of the function, the change and why no test can (or need) tell it from the code.
 matched by function and change, not by mutmut's number, which shifts when a function is
 edited. The report counts the explained ones apart; ``--survivors`` prints the rest as rows
 to add (once a test kills them, or with the reason they are equivalent), and ``--markdown``
-the per-module table for ``docs/mutation.md``. The exit status is 1 while any is unexplained.
+the per-module table for ``docs/mutation.md``, ``--names`` the unexplained mutants' names, to run
+again once tests meant to kill them are in. The exit status is 1 while any is unexplained.
 """
 from __future__ import annotations
 
@@ -121,12 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--survivors", action="store_true",
                         help="print the unexplained mutants as rows for docs/mutation-survivors.md")
     parser.add_argument("--markdown", action="store_true", help="the table in markdown")
+    parser.add_argument("--names", action="store_true",
+                        help="print only the unexplained mutants' names, for `mutmut run NAME...` "
+                             "once tests meant to kill them are written")
     args = parser.parse_args(argv)
     results = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"],
                              capture_output=True, text=True, check=True).stdout
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     known = explained()
-    unexplained: list[tuple[str, str, str]] = []
+    unexplained: list[tuple[str, str, str, str]] = []
     for line in results.splitlines():
         match = _LINE.match(line)
         if not match:
@@ -137,17 +141,21 @@ def main(argv: list[str] | None = None) -> int:
         module = module_of(function)
         counts[module][kind] += 1
         if kind in ("survived", "unreached"):
-            old, new = change_of(line.split(":")[0].strip())
+            name = line.split(":")[0].strip()
+            old, new = change_of(name)
             key = (readable(function), cell(old, new))
             if key in known or wording_only(old, new):
                 counts[module]["explained"] += 1
                 counts[module]["wording"] += wording_only(old, new)
             else:
-                unexplained.append((*key, kind))
+                unexplained.append((*key, kind, name))
+    if args.names:
+        print("\n".join(name for *_, name in unexplained))
+        return 1 if unexplained else 0
     _print_table(counts, markdown=args.markdown)
     if args.survivors:
         print()
-        for function, change, kind in unexplained:
+        for function, change, kind, _ in unexplained:
             print(f"| `{function}` | {change} | ? ({kind}) |")
     return 1 if unexplained else 0
 
