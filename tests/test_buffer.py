@@ -23,12 +23,12 @@ from idgen_client import (
 from idgen_core.buffer import DoubleBuffer
 from idgen_core import fetcher as fetcher_module
 from idgen_core import pair
-from idgen_core.errors import BizTypeMoving, ConfigError, StorageUnavailable
+from idgen_core.errors import BizTypeMoving, ConfigError, IdGenError, StorageUnavailable
 from idgen_core.fetcher import IDLE_CHECK, FailureLog
 from idgen_core.retry import Backoff
-from tests.support.fakes import Clock, Source, residue_sources
+from tests.support.fakes import Clock, Source, residue_sources, spy
 from tests.support.threads import run_threads
-from tests.support.waiting import eventually, wait_until
+from tests.support.waiting import eventually, poll, wait_until
 
 
 def test_ids_increase_across_many_segments():
@@ -511,3 +511,147 @@ def test_closing_waits_for_a_hanging_fetch_no_longer_than_its_timeout():
     buffer.close(timeout=0.1)
     assert time.monotonic() - started < 5  # the fetch itself would hang for 10 s
     source.gate.set()
+
+
+def test_each_caller_that_finds_the_buffer_empty_counts_once_in_waits():
+    source = Source(step=10)
+    source.gate = threading.Event()  # the first fetch hangs until set
+    with DoubleBuffer(source) as buffer:
+        got: list[int] = []
+        callers = [threading.Thread(target=lambda: got.append(buffer.next_id()), daemon=True)
+                   for _ in range(2)]
+        for caller in callers:
+            caller.start()
+        wait_until(lambda: buffer.state().waits == 2, 5, "both callers to be counted as waiting")
+        source.gate.set()
+        for caller in callers:
+            caller.join(10)
+        assert sorted(got) == [1, 2] and buffer.state().waits == 2
+
+
+def test_the_fetcher_thread_is_a_daemon_that_never_holds_up_the_process_exit():
+    with DoubleBuffer(Source(step=10), name="daemonic") as buffer:
+        buffer.next_id()
+        assert [thread.daemon for thread in _fetch_threads("daemonic")] == [True]
+
+
+def test_a_pause_is_told_once_pause_wait_is_up_though_the_next_attempt_hangs(monkeypatch):
+    # No failed retry wakes the caller here: its own wait must end at the pause's end.
+    monkeypatch.setattr(pair, "PAUSE_WAIT", 0.2)
+    hang, floors = threading.Event(), []
+
+    def fetch(floor: int) -> Segment:
+        floors.append(floor)
+        if len(floors) == 1:
+            raise BizTypeMoving("being moved")
+        hang.wait(10)
+        return Segment.claimed(floor, floor + 10)
+
+    with DoubleBuffer(fetch, wait_timeout=20, retry=Backoff(0.01, 0.01)) as buffer:
+        started = time.monotonic()
+        with pytest.raises(BizTypeMoving, match="being moved"):
+            buffer.next_id()
+        assert time.monotonic() - started < 10  # not the wait_timeout, nor the hung attempt
+        hang.set()
+
+
+def test_once_the_id_space_is_used_up_a_skip_past_segment_brings_no_fetch_after_it():
+    source = Source()
+    source.fail = IdSpaceExhausted("int64 used up")
+    with DoubleBuffer(source, wait_timeout=1, retry=Backoff(0.001, 0.001)) as buffer:
+        with pytest.raises(IdSpaceExhausted):
+            buffer.next_id()
+        buffer.skip_past(0, fetch=lambda low: Segment.claimed(low, low + 2))
+        assert buffer.next_ids(2) == [1, 2]
+        with pytest.raises(IdGenError):  # nothing comes after it
+            buffer.next_id()
+    assert source.floors == [0]  # no fetch can help: it is not tried again
+
+
+def test_an_idle_fetcher_whose_buffer_was_collected_ends_at_its_next_idle_check(monkeypatch):
+    monkeypatch.setattr(fetcher_module, "IDLE_CHECK", 0.1)
+    buffer = DoubleBuffer(Source(step=10), name="idle")
+    waits = spy(buffer._cond, "wait")
+    buffer.next_id()
+    wait_until(lambda: "idgen-fetch-idle" in waits, 5, "the fetcher thread to idle")
+    del buffer  # nobody closed it: nothing will wake the idle thread
+    gc.collect()
+    wait_until(lambda: not _fetch_threads("idle"), 5, "the idle fetcher thread to end")
+
+
+def test_crossing_the_threshold_with_the_next_segment_already_here_asks_for_no_fetch():
+    source = Source(step=10)
+    with DoubleBuffer(source, preload_at=0.5) as buffer:
+        buffer.next_id()
+        source.gate = threading.Event()
+        assert buffer.next_ids(5) == [2, 3, 4, 5, 6]  # past the threshold: a fetch hangs
+        wait_until(lambda: len(source.floors) == 2, 5, "the preload fetch to start")
+
+        def above(low: int) -> Segment:  # claims 11..20 from the source, below the hung fetch
+            with source.lock:
+                source.max_id = low + 10
+            return Segment.claimed(low, low + 10)
+
+        buffer.skip_past(0, fetch=above)
+        source.gate.set()  # the hung fetch returns 21..30, above the skip: the next segment
+        wait_until(lambda: buffer.state().next is not None, 5, "the next segment to arrive")
+        assert buffer.next_ids(6) == [11, 12, 13, 14, 15, 16]  # past the skip's threshold
+        assert not poll(lambda: len(source.floors) > 2, 0.5)
+        assert buffer.next_ids(5) == [17, 18, 19, 20, 21]
+
+
+def test_a_waiting_caller_is_told_of_the_time_out_at_its_deadline_itself(monkeypatch):
+    clock = _clock_for(monkeypatch, pair, 100.0)  # moves only when set: no later instant comes
+    source = Source()
+    source.gate = threading.Event()  # the fetch hangs until set
+    with DoubleBuffer(source, wait_timeout=0.05) as buffer:
+        told: list[ServiceUnavailable] = []
+
+        def call() -> None:
+            try:
+                buffer.next_id()
+            except ServiceUnavailable as exc:
+                told.append(exc)
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        wait_until(lambda: buffer.state().waits == 1, 5, "the caller to wait")
+        clock.now = 100.0 + 0.05  # exactly the caller's deadline
+        caller.join(5)
+        source.gate.set()
+        assert [str(exc) for exc in told] == [
+            "no segment for 'idgen' arrived within 0.05s; "
+            "the ID service or its database is slow or unreachable: retry later"]
+
+
+@pytest.mark.parametrize("preload_at", [1.0, -0.1, float("nan")])
+def test_a_preload_threshold_outside_zero_to_just_below_one_is_refused(preload_at):
+    with pytest.raises(ConfigError, match=r"^preload_at must be in \[0, 1\), got "):
+        DoubleBuffer(Source(), preload_at=preload_at)
+
+
+def test_a_caller_that_met_no_pause_waits_until_its_deadline_whatever_failed(monkeypatch):
+    clock = _clock_for(monkeypatch, pair, 100.0)
+    patience = pair.Patience(wait_timeout=30)
+    clock.now = 110.0
+    assert patience.remaining(None) == 20.0
+    assert patience.remaining(StorageUnavailable("db down")) == 20.0
+
+
+def test_once_a_fetch_is_under_way_again_a_caller_waits_until_its_deadline_not_the_pause_end(
+        monkeypatch):
+    clock = _clock_for(monkeypatch, pair, 100.0)
+    patience = pair.Patience(wait_timeout=30)
+    assert not patience.tells(BizTypeMoving("being moved"), paused_since=100.0)
+    assert patience.remaining(None) == 30.0  # the pause's failure is gone: no pause to end
+
+
+@pytest.mark.parametrize("wait_timeout", [0, -1.0, float("nan")])
+def test_a_wait_timeout_that_is_not_a_positive_number_of_seconds_is_refused(wait_timeout):
+    with pytest.raises(ConfigError, match=f"^wait_timeout must be positive, got {wait_timeout}$"):
+        DoubleBuffer(Source(), wait_timeout=wait_timeout)
+
+
+def test_a_negative_floor_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="^floor must be at least 0, got -1$"):
+        DoubleBuffer(Source(), floor=-1)

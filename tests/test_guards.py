@@ -12,8 +12,10 @@ import pytest
 
 from idgen_client import BizTypeMisconfigured, BizTypeMoving, LocalGenerator, RemoteClient
 from idgen_core.errors import StorageUnavailable
+from idgen_core.segment import MAX_STEP_MULTIPLIER
 from idgen_server import rowset as rowset_module
 from idgen_server.allocator import Allocator
+from idgen_server.highwater import HighWater
 from idgen_server.registry import register
 from idgen_server.rows import PENDING, BizRow
 from idgen_server.rowset import LOUD_EVERY
@@ -616,3 +618,24 @@ def test_a_lease_table_that_cannot_be_reached_is_storage_unavailable_naming_the_
     assert not isinstance(info.value, BizTypeMisconfigured)
     store.close()
 
+
+
+# -- the high water ---------------------------------------------------------------------------------
+
+def test_a_row_below_a_mark_of_nothing_seen_counts_every_version_it_has_as_unseen():
+    row = BizRow("order", max_id=-1, step=10, delta=1, remainder=0, version=3)
+    assert HighWater("db0").mark(row) == 3 * 10 * MAX_STEP_MULTIPLIER
+
+
+def test_the_first_row_seen_raises_a_mark_of_nothing_to_its_max_id():
+    high_water = HighWater("db0")
+    high_water.observe(BizRow("order", max_id=1, step=10, delta=1, remainder=0, version=1))
+    assert high_water.level("order") == 1
+
+
+def test_a_row_seen_again_at_the_same_max_id_leaves_the_mark_and_its_version_as_they_were():
+    high_water = HighWater("db0")
+    for version in (5, 7):  # e.g. a set-step moved the version on, not max_id
+        high_water.observe(BizRow("order", max_id=100, step=10, delta=1, remainder=0, version=version))
+    back = BizRow("order", max_id=50, step=10, delta=1, remainder=0, version=8)
+    assert high_water.mark(back) == 100 + 3 * 10 * MAX_STEP_MULTIPLIER  # versions 6..8 unseen

@@ -144,3 +144,16 @@ def test_a_quota_refusal_without_a_retry_info_waits_one_second():
         code=code_pb2.RESOURCE_EXHAUSTED, message="slow down", details=[packed]))
     back = error_from(_Failed(status))
     assert isinstance(back, QuotaExceeded) and back.retry_after == 1.0
+
+
+def test_a_quota_refusal_is_told_with_its_message():
+    back = error_from(_Failed(status_for(QuotaExceeded("over 100 calls/s", 0.5), "over 100 calls/s")))
+    assert str(back) == "over 100 calls/s"
+
+
+def test_a_failed_call_without_details_is_told_with_an_empty_message():
+    class _Bare:  # what grpc gives for a status sent without a message
+        code, details, trailing_metadata = grpc.StatusCode.NOT_FOUND, None, None
+
+    back = error_from(_Failed(_Bare()))
+    assert type(back) is UnknownBizType and str(back) == ""
