@@ -303,7 +303,7 @@ def test_a_max_id_set_back_by_hand_is_never_reissued_by_a_server_that_saw_less(d
         s.close()
 
 
-def test_a_row_that_appears_while_serving_starts_above_everything_seen(make_db):
+def test_a_row_that_appears_while_serving_starts_above_everything_seen(make_db, caplog):
     a, b, c = make_db(), make_db(), make_db()
     init_db(a, b, c)
     stores = [SegmentStore(u) for u in (a, b, c)]
@@ -323,6 +323,9 @@ def test_a_row_that_appears_while_serving_starts_above_everything_seen(make_db):
         segments = [allocator.allocate("grow") for _ in range(6)]
     from_c = [s for s in segments if s.remainder == 2]
     assert from_c and min(s.start for s in from_c) > high
+    [appeared] = [r.getMessage() for r in caplog.records if "appeared" in r.getMessage()]
+    assert appeared.startswith(f"database {stores[2].name}: the row of 'grow' appeared while "
+                               "this server ran: its next segment is cut above ")
 
 
 # == The same guards in-process: the repair, the high water, refusals in the log ===============
@@ -606,6 +609,19 @@ def test_the_check_at_an_allocation_reads_only_the_databases_not_read_yet(tmp_pa
     with Allocator(stores) as allocator:
         assert allocator.allocate("order").remainder == 0
     assert [len(r) for r in reads] == [0, 1]  # db0's own row comes with its allocation
+
+
+def test_a_registration_changed_by_hand_while_serving_is_logged_and_cut_above_all(store, caplog):
+    register([store], "order", step=10)
+    with Allocator([store]) as allocator:
+        first = allocator.allocate("order")
+        edit_row(store, "order", "registration = '" + "0f" * 16 + "'")
+        after = allocator.allocate("order")
+    assert after.start > first.end
+    [changed] = [r.getMessage() for r in caplog.records if "while this server ran" in r.getMessage()]
+    assert changed == (f"database {store.name}: the row of 'order' changed its registration while "
+                       f"this server ran: its next segment is cut above {first.end}, the highest "
+                       "max_id this server has seen in any database")
 
 
 # -- the lease table ------------------------------------------------------------------------------
