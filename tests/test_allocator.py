@@ -260,6 +260,12 @@ def test_no_database_answering_is_storage_unavailable_naming_each_by_label():
         assert str(info.value) == ("no database could allocate for 'order' "
                                    "(db0, db1 unreachable): retry later")
         assert allocator.healthy() == [False, False]
+
+
+def test_each_database_that_fails_an_allocation_is_benched_with_its_error():
+    with Allocator([dead(), dead("other")]) as allocator:
+        with pytest.raises(StorageUnavailable):
+            allocator.allocate("order")
         assert all("is unreachable or failing" in h.last_error for h in allocator.health())
 
 
@@ -346,8 +352,6 @@ def test_a_biz_type_known_missing_from_every_table_is_unknown_and_one_there_is_s
         wait_until(lambda: allocator._rows.surely_unknown("nosuch"), 10, "the watch to read the table")
         with pytest.raises(UnknownBizType, match="biz type 'nosuch' is not registered"):
             allocator.highest("nosuch")
-        with pytest.raises(UnknownBizType, match="biz type 'nosuch' is not registered"):
-            allocator.allocate("nosuch")
         assert not allocator.exists("nosuch")
         assert allocator.exists("order")
         assert allocator.highest("order") == 0
@@ -639,3 +643,14 @@ def test_close_returns_once_the_watch_has_stopped(files):
     assert reading.wait(10)
     allocator.close()
     assert not watch.is_alive()
+
+
+def test_an_allocation_for_a_name_missing_from_every_table_is_unknown_naming_it(files):
+    [store] = files(1)
+    with Allocator([store], probe_interval=0.02, watch_interval=0.02) as allocator:
+        allocator.start()
+        wait_until(lambda: allocator._rows.surely_unknown("nosuch"), 10, "the watch to read the table")
+        reads = spy(store, "read")
+        with pytest.raises(UnknownBizType, match="biz type 'nosuch' is not registered"):
+            allocator.allocate("nosuch")
+        assert reads == []  # known missing: no query
