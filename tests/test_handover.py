@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -192,6 +193,38 @@ def wait_for_acks(owner: Owner, count: int, timeout: float = 30) -> None:
     wait_until(lambda: len(owner.acks()) >= count, timeout, f"{owner.name} to save {count} messages")
 
 
+def pause(owner: Owner, store_path: str) -> None:
+    """SIGSTOP the owner at a moment it holds no write lock on the message store.
+
+    A real store ends a dead or stalled session's transaction by its own timeouts; SQLite
+    has none, and an owner stopped inside its save would keep every other owner from
+    saving until it went on, which is not the pause under test. So the test stops it,
+    and lets it go on and tries again while the store's write lock cannot be had.
+    """
+    probe = sqlite3.connect(store_path, timeout=0.2, isolation_level=None)
+    try:
+        for _ in range(50):
+            owner.process.send_signal(signal.SIGSTOP)
+            wait_until(lambda: stopped(owner.process.pid), 5, f"owner {owner.name} to stop")
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # "database is locked": stopped inside a save
+                owner.process.send_signal(signal.SIGCONT)
+                time.sleep(0.01)
+                continue
+            probe.execute("ROLLBACK")
+            return
+        raise AssertionError(f"owner {owner.name} held the store's write lock at 50 tries")
+    finally:
+        probe.close()
+
+
+def stopped(pid: int) -> bool:
+    """Whether the process is stopped by a signal (state T in /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def by_epoch(owner: Owner) -> dict[int, list[int]]:
     seqs: dict[int, list[int]] = defaultdict(list)
     for _, _, seq, epoch, _ in owner.acks():
@@ -227,7 +260,7 @@ def test_a_rolling_deploy_hands_the_groups_over_without_losing_a_message(chat, s
 
 def test_an_owner_paused_longer_than_its_lease_is_fenced_off(chat, start_owner):
     store, follower, old, new = contended(chat, start_owner)
-    old.process.send_signal(signal.SIGSTOP)  # a GC pause, a stopped VM
+    pause(old, store)  # a GC pause, a stopped VM
     paused = time.monotonic()
     wait_for_acks(new, 300, timeout=TTL * 10)
     taken_over = min(t for *_, t in new.acks())
