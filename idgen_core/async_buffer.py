@@ -220,7 +220,8 @@ class AsyncDoubleBuffer(SegmentPair):
             low = max(floor, self._floor)
             segment = check_above(await fetch(low), low)
             if self._skipped_to(segment):
-                self._error = None
+                if not self._exhausted:  # used up stays the answer after this segment
+                    self._error = None
                 self._notify()
                 return segment
             # the buffer moved on during the fetch: go above where it is now

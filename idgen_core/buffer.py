@@ -166,7 +166,8 @@ class DoubleBuffer(SegmentPair):
             segment = fetch_above(fetch, low)
             with self._cond:
                 if self._skipped_to(segment):
-                    self._fetcher.error = None
+                    if not self._fetcher.exhausted:  # used up stays the answer after this segment
+                        self._fetcher.error = None
                     self._cond.notify_all()
                     return segment
                 # the buffer moved on during the fetch: go above where it is now

@@ -113,6 +113,23 @@ async def test_permanent_errors_end_the_fetch_without_retrying(error):
         assert len(source.floors) == (1 if isinstance(error, IdSpaceExhausted) else 2)
 
 
+async def test_once_the_id_space_is_used_up_a_skip_past_segment_is_followed_by_the_same_answer():
+    source = AsyncSource()
+    source.fail = IdSpaceExhausted("int64 used up")
+
+    async def skipped(low: int) -> Segment:
+        return Segment.claimed(low, low + 2)
+
+    async with AsyncDoubleBuffer(source, wait_timeout=1, retry=Backoff(0.001, 0.001)) as buffer:
+        with pytest.raises(IdSpaceExhausted):
+            await buffer.next_id()
+        await buffer.skip_past(0, fetch=skipped)
+        assert await buffer.next_ids(2) == [1, 2]
+        with pytest.raises(IdSpaceExhausted, match="int64 used up"):  # not "no segment came"
+            await buffer.next_id()
+    assert source.floors == [0]  # no fetch can help: it is not tried again
+
+
 async def test_a_caller_waits_out_a_pause_asked_about_at_the_first_step_of_the_backoff():
     # As the thread-backed buffer (tests/test_buffer.py): 30 attempts at the first step.
     source = AsyncSource(step=100)
