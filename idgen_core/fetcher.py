@@ -236,8 +236,8 @@ class FailureLog:
             self._logged = kind
             if isinstance(exc, IdGenError):
                 log.warning("fetching a segment for %r failed: %s", self._name, failure)
-            else:
-                log.error("fetching a segment for %r failed: %s", self._name, failure, exc_info=exc)
+            else:  # what callers are told names the generator and the kind already
+                log.error("%s", failure, exc_info=exc)
         return failure
 
     def next_attempt(self, attempt: int) -> int:
