@@ -182,9 +182,11 @@ class Allocator:
             raise unknown_biz_type(biz_type)
         if above_all:
             if not self._above_all.acquire(blocking=False):
+                limit = self._above_all_limit
                 raise ServiceUnavailable(
-                    f"{self._above_all_limit} requests for IDs above every database are being "
-                    "served by this server already: retry shortly")
+                    f"{limit} request{'' if limit == 1 else 's'} for IDs above every database "
+                    f"{'is' if limit == 1 else 'are'} being served by this server already: "
+                    "retry shortly")
             try:
                 floor = max(floor, self._highest(biz_type))
             finally:

@@ -622,7 +622,7 @@ def test_requests_above_every_database_beyond_the_limit_are_refused_at_once(file
         finally:
             release.set()
             first.join(10)
-    assert str(info.value) == ("1 requests for IDs above every database are being served by "
+    assert str(info.value) == ("1 request for IDs above every database is being served by "
                                "this server already: retry shortly")
     assert served == [1]
 
