@@ -28,8 +28,9 @@ Nothing that arrives is dropped without saying why. ``add()`` answers with an
 
 - ``HELD``: held until ``ready()`` releases it in its place;
 - ``DUPLICATE``: this message was shown or is held already, recognised by its
-  seq, or by its message ID (``message_id=``) when a sender's retry got a new seq
-  after its group's owner restarted;
+  seq (``last_shown``'s seq included: no other message has it), or by its message
+  ID (``message_id=``) when a sender's retry got a new seq after its group's owner
+  restarted;
 - ``LATE``: its seq is at or below what was shown, yet it was never shown: a write
   that lost a race, an old owner still stamping after a new one took over (a
   fork of the chain). The application must show it anyway (for example in its
@@ -122,6 +123,8 @@ class Receiver(Generic[M]):
         if group is None:
             shown = self._last_shown(group_id) if self._last_shown is not None else 0
             group = self._groups[group_id] = _Group(shown)
+            if shown:  # a seq is one message's: the one arriving with it was shown
+                group.remember(shown, None, self._remember)
         return group
 
     def add(self, group_id: GroupId, stamp: Stamp, message: M | None = None, *,

@@ -216,8 +216,15 @@ def test_each_group_starts_at_what_the_application_last_showed_of_it():
 
 def test_the_message_last_shown_before_a_restart_is_not_held_again():
     receiver: Receiver[str] = Receiver(last_shown=lambda group: 40)
-    assert receiver.add("g", Stamp(40, 30), "shown before") is Arrival.LATE
+    assert receiver.add("g", Stamp(40, 30), "shown before") is Arrival.DUPLICATE
     assert receiver.held("g") == 0 and receiver.ready("g") == []
+
+
+def test_after_a_restart_an_older_message_never_shown_is_late_and_the_one_shown_a_duplicate():
+    # Seqs are IDs, unique across groups: only the message last shown has its seq.
+    receiver: Receiver[str] = Receiver(last_shown=lambda group: 40)
+    assert receiver.add("g", Stamp(35, 30), "a fork's, never shown") is Arrival.LATE
+    assert receiver.add("g", Stamp(40, 30), "shown before") is Arrival.DUPLICATE
 
 
 def test_held_counts_the_messages_waiting_behind_a_gap():
