@@ -81,6 +81,9 @@ DEFAULT_MAX_GROUPS = 1_000_000
 DEFAULT_RETRY_WINDOW = 120.0
 DEFAULT_MAX_RETRIES = 1_000_000
 _SKIP_ATTEMPTS = 3  # skip_past() calls per stamp before the generator is called broken
+# IDs drawn to pass a floor, from a generator without skip_past(): a second or so at most. A
+# floor further up would keep the stamp (and its group's stripe) drawing for minutes or more.
+_DRAIN_LIMIT = 1_000_000
 _STRIPES = 64  # locks; a power of two (module note 1)
 
 
@@ -106,7 +109,9 @@ class IdSource(Protocol):
     """What the sequencer needs of a generator (``LocalGenerator``, ``DoubleBuffer``).
 
     It should also have ``skip_past(floor)``, and for restarts in multi-DB mode
-    ``skip_past_all()`` (``LocalGenerator`` has both); see the module notes.
+    ``skip_past_all()`` (``LocalGenerator`` has both); see the module notes. One
+    without ``skip_past`` is drawn up to a group's floor, at most 1,000,000 IDs; a floor
+    further up raises ``ConfigError``.
     """
 
     def next_id(self) -> int: ...
@@ -314,7 +319,7 @@ class Sequencer:
                     f"the ID generator keeps handing out IDs at or below {floor}, the floor of "
                     f"group {group_id!r}, after {_SKIP_ATTEMPTS} attempts to move it past: retry later"
                 )
-            self._skip_past(floor)
+            self._skip_past(group_id, floor)
 
     # -- ownership --------------------------------------------------------------------
 
@@ -399,8 +404,8 @@ class Sequencer:
                 "group's highest seq as an int, 0 for none")
         return value
 
-    def _skip_past(self, floor: int) -> None:
-        """Make the generator hand out IDs above ``floor`` (no lock held)."""
+    def _skip_past(self, group_id: GroupId, floor: int) -> None:
+        """Make the generator hand out IDs above ``group_id``'s ``floor`` (no lock held)."""
         with self._evict_lock:
             self._skips += 1
         skip_past: Callable[[int], object] | None = getattr(self._generator, "skip_past", None)
@@ -409,8 +414,13 @@ class Sequencer:
             skip_past(floor)
             return
         # A generator that cannot skip has to be drawn until it passes the floor.
-        while self._next_id() <= floor:
-            pass
+        for _ in range(_DRAIN_LIMIT):
+            if self._next_id() > floor:
+                return
+        raise ConfigError(
+            f"the ID generator is still at or below {floor}, the floor of group {group_id!r}, "
+            f"after {_DRAIN_LIMIT:,} IDs drawn to pass it, and it has no skip_past(): give the "
+            "Sequencer a generator that can skip (LocalGenerator or DoubleBuffer)")
 
     # -- introspection --------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from idgen_client import ConfigError, InvalidRequest, Segment, Sequencer, ServiceUnavailable, Stamp
+from idgen_client import sequencer as sequencer_module
 from idgen_core.buffer import DoubleBuffer
 from tests.support.chains import assert_chains
 from tests.support.fakes import Clock, Source
@@ -115,19 +116,31 @@ def test_a_fetch_that_skip_past_overtook_is_discarded_not_installed():
     assert source.floors[:2] == [0, 100] and source.floors[2] >= 5_100  # refetched above
 
 
+class Counter:
+    """A generator that cannot skip: 1, 2, 3, ..."""
+
+    def __init__(self) -> None:
+        self.last = 0
+        self.floor = 0
+
+    def next_id(self) -> int:
+        self.last += 1
+        return self.last
+
+
 def test_a_generator_without_skip_past_is_drawn_up_to_the_floor():
-    class Counter:
-        def __init__(self) -> None:
-            self.last = 0
-            self.floor = 0
-
-        def next_id(self) -> int:
-            self.last += 1
-            return self.last
-
     sequencer = Sequencer(Counter(), loader=lambda group: 500)
     first = sequencer.stamp("g")
     assert first.prev_seq == 500 and 500 < first.seq <= 502
+
+
+def test_a_floor_too_far_above_a_generator_without_skip_past_is_refused_not_drawn_forever():
+    counter = Counter()
+    sequencer = Sequencer(counter, loader={"far": 10**12, "near": 5}.__getitem__)
+    with pytest.raises(ConfigError, match=r"(?s)group 'far'.*1,000,000 IDs drawn.*skip_past"):
+        sequencer.stamp("far")
+    assert counter.last == 1 + sequencer_module._DRAIN_LIMIT  # one draw, then the drain: no further
+    assert sequencer.stamp("near").prev_seq == 5  # the generator still serves other groups
 
 
 def test_moving_the_generator_past_a_floor_is_logged_with_the_floor(buffer, caplog):
