@@ -182,10 +182,9 @@ class Allocator:
             raise unknown_biz_type(biz_type)
         if above_all:
             if not self._above_all.acquire(blocking=False):
-                limit = self._above_all_limit
                 raise ServiceUnavailable(
-                    f"{limit} request{'' if limit == 1 else 's'} for IDs above every database "
-                    f"{'is' if limit == 1 else 'are'} being served by this server already: "
+                    "this server serves requests for IDs above every database "
+                    f"{self._above_all_limit} at a time, and that many are being served: "
                     "retry shortly")
             try:
                 floor = max(floor, self._highest(biz_type))

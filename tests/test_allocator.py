@@ -622,8 +622,8 @@ def test_requests_above_every_database_beyond_the_limit_are_refused_at_once(file
         finally:
             release.set()
             first.join(10)
-    assert str(info.value) == ("1 request for IDs above every database is being served by "
-                               "this server already: retry shortly")
+    assert str(info.value) == ("this server serves requests for IDs above every database 1 at "
+                               "a time, and that many are being served: retry shortly")
     assert served == [1]
 
 
