@@ -282,6 +282,25 @@ def test_a_biz_type_used_up_in_every_database_is_exhausted_not_unknown(files):
         assert allocator.healthy() == [True, True]  # they answered
 
 
+def test_a_database_whose_class_is_used_up_leaves_the_allocation_to_the_next(files):
+    stores = files(2)
+    register(stores, "order", step=10)
+    edit_row(stores[0], "order", f"max_id = {INT64_MAX}")
+    with Allocator(stores) as allocator:
+        segments = [allocator.allocate("order") for _ in range(4)]  # whichever is tried first
+    assert {(s.delta, s.remainder) for s in segments} == {(2, 1)}
+
+
+def test_a_database_without_the_row_leaves_the_allocation_to_the_next(files):
+    stores = files(2)
+    register(stores, "order", step=10)
+    with stores[0].engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM idgen_segment WHERE biz_type = 'order'")
+    with Allocator(stores) as allocator:
+        segments = [allocator.allocate("order") for _ in range(4)]
+    assert {(s.delta, s.remainder) for s in segments} == {(2, 1)}
+
+
 def test_a_biz_type_no_database_has_is_unknown_with_the_command_that_adds_it(files):
     with Allocator(files(2)) as allocator:
         with pytest.raises(UnknownBizType) as info:

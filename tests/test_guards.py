@@ -17,7 +17,7 @@ from idgen_server import rowset as rowset_module
 from idgen_server.allocator import Allocator
 from idgen_server.highwater import HighWater
 from idgen_server.registry import register
-from idgen_server.rows import PENDING, BizRow
+from idgen_server.rows import PENDING, BizRow, check_residue_set
 from idgen_server.rowset import LOUD_EVERY
 from idgen_server.store import SegmentStore
 from tests.support.fakes import Clock, spy
@@ -655,3 +655,64 @@ def test_a_row_seen_again_at_the_same_max_id_leaves_the_mark_and_its_version_as_
         high_water.observe(BizRow("order", max_id=100, step=10, delta=1, remainder=0, version=version))
     back = BizRow("order", max_id=50, step=10, delta=1, remainder=0, version=8)
     assert high_water.mark(back) == 100 + 3 * 10 * MAX_STEP_MULTIPLIER  # versions 6..8 unseen
+
+
+# -- rows.check_residue_set: the set's rules, and what each refusal says ---------------------------
+
+def _row(delta: int, remainder: int, registration: str = "0123456789abcdef", **fields: int) -> BizRow:
+    values = {"max_id": 0, "step": 100, "version": 1, **fields}
+    return BizRow("pay", delta=delta, remainder=remainder, registration=registration, **values)
+
+
+def _refusal(rows: dict[str, BizRow], databases: int) -> str:
+    with pytest.raises(BizTypeMisconfigured) as info:
+        check_residue_set("pay", rows, databases)
+    return str(info.value)
+
+
+_REFUSED = ("biz type 'pay' is refused: its rows do not form one set of distinct residue classes "
+            "({}); nothing is handed out for it until the rows are repaired (README: what the "
+            "server checks)")
+
+
+def test_one_registration_of_distinct_classes_wide_enough_passes():
+    check_residue_set("pay", {"a": _row(3, 0), "b": _row(3, 2)}, 3)
+    check_residue_set("pay", {"a": _row(3, 1)}, 2)  # wider than the databases served: fine
+    check_residue_set("pay", {}, 2)  # nothing read yet: nothing to refuse
+
+
+def test_rows_of_two_deltas_are_refused_naming_each_delta_and_database():
+    assert _refusal({"a": _row(2, 0), "b": _row(3, 1)}, 2) == _REFUSED.format(
+        "their delta differs: delta 2 in a, delta 3 in b")
+
+
+def test_a_delta_below_the_databases_served_is_refused_saying_what_to_run():
+    assert _refusal({"a": _row(2, 0)}, 3) == _REFUSED.format(
+        "delta is 2, but this server uses 3 databases: each needs delta 3 or more, or two of "
+        "them could hand out the same IDs (to add a database to a biz type in use, run idgen "
+        "add-db; else give the server the databases the biz type was registered for)")
+
+
+def test_rows_registered_apart_are_refused_naming_each_registration_by_its_first_8_digits():
+    rows = {"a": _row(2, 0, "0123456789abcdef"), "b": _row(2, 1, "")}
+    assert _refusal(rows, 2) == _REFUSED.format(
+        "they were registered apart: registration 01234567 in a, registration (none) in b")
+
+
+def test_two_rows_of_one_class_are_refused_naming_both_databases_and_the_class():
+    rows = {"a": _row(2, 1), "b": _row(2, 0), "c": _row(2, 1)}
+    assert _refusal(rows, 2) == _REFUSED.format("a and c hand out the same IDs, those = 1 (mod 2)")
+
+
+def test_every_problem_of_a_set_is_named_in_one_refusal():
+    rows = {"a": _row(2, 0, "0123456789abcdef"), "b": _row(3, 0, "fedcba9876543210")}
+    assert _refusal(rows, 2) == _REFUSED.format(
+        "their delta differs: delta 2 in a, delta 3 in b; they were registered apart: "
+        "registration 01234567 in a, registration fedcba98 in b")
+
+
+def test_a_damaged_row_in_a_set_is_refused_naming_its_database():
+    rows = {"a": _row(2, 0), "b": _row(2, 1, max_id=-5)}
+    assert _refusal(rows, 2) == ("biz type 'pay' has a damaged row in b: max_id is -5 (must be at "
+                                 "least 0); nothing is handed out for it until the rows are "
+                                 "repaired (README: what the server checks)")
