@@ -674,3 +674,49 @@ def test_an_allocation_for_a_name_missing_from_every_table_is_unknown_naming_it(
         with pytest.raises(UnknownBizType, match="biz type 'nosuch' is not registered"):
             allocator.allocate("nosuch")
         assert reads == []  # known missing: no query
+
+
+def _watched(allocator: Allocator) -> list[int]:
+    """The indexes of the databases the watch reads, as it reads them."""
+    read: list[int] = []
+    watch = allocator._rows.watch
+
+    def recorded(index: int) -> None:
+        read.append(index)
+        watch(index)
+
+    allocator._rows.watch = recorded  # type: ignore[method-assign]
+    return read
+
+
+def _probes(allocator: Allocator) -> list[str]:
+    """One entry per turn of the watch (each turn asks which databases are benched)."""
+    return spy(allocator._health, "benched")
+
+
+def test_the_watch_thread_is_a_daemon():
+    # A server that is not closed (a crash in its main thread) must still be able to exit.
+    with Allocator([dead()], probe_interval=60, watch_interval=60) as allocator:
+        allocator.start()
+        [watch] = [t for t in threading.enumerate() if t.name == "idgen-db-watch"]
+        assert watch.daemon
+
+
+def test_the_watch_reads_the_tables_once_a_watch_interval_however_often_it_probes(files):
+    allocator = Allocator(files(2), probe_interval=0.005, watch_interval=60)
+    read, turns = _watched(allocator), _probes(allocator)
+    with allocator:
+        allocator.start()
+        wait_until(lambda: len(turns) >= 20, 10, "20 turns of the watch")
+    assert read == [0, 1]  # at its first turn, then not before 60 s
+
+
+def test_the_watch_reads_no_table_of_a_benched_database(files):
+    [store] = files(1)
+    allocator = Allocator([store, dead()], probe_interval=0.005, watch_interval=0.005)
+    read = _watched(allocator)
+    allocator._health.record(1, ok=False, error="refused")  # benched: its pings keep failing
+    with allocator:
+        allocator.start()
+        wait_until(lambda: read.count(0) >= 5, 10, "5 reads of the database in turn")
+    assert set(read) == {0} and allocator.healthy() == [True, False]
