@@ -10,14 +10,15 @@ import logging
 
 import pytest
 
-from idgen_client import BizTypeMisconfigured, BizTypeMoving, LocalGenerator, RemoteClient
+from idgen_client import BizTypeMisconfigured, BizTypeMoving, InvalidRequest, LocalGenerator, RemoteClient
 from idgen_core.errors import StorageUnavailable
 from idgen_core.segment import MAX_STEP_MULTIPLIER
 from idgen_server import rowset as rowset_module
 from idgen_server.allocator import Allocator
 from idgen_server.highwater import HighWater
 from idgen_server.registry import register
-from idgen_server.rows import PENDING, BizRow, check_residue_set
+from idgen_server.rows import (
+    MAX_ROW_STEP, PENDING, BizRow, check_residue_set, check_row, new_registration, residue_class)
 from idgen_server.rowset import LOUD_EVERY
 from idgen_server.store import SegmentStore
 from tests.support.fakes import Clock, spy
@@ -716,3 +717,56 @@ def test_a_damaged_row_in_a_set_is_refused_naming_its_database():
     assert _refusal(rows, 2) == ("biz type 'pay' has a damaged row in b: max_id is -5 (must be at "
                                  "least 0); nothing is handed out for it until the rows are "
                                  "repaired (README: what the server checks)")
+
+
+# -- rows.check_row, residue_class, new_registration ----------------------------------------------
+
+@pytest.mark.parametrize("fields, told", [
+    ({"max_id": -1}, "max_id is -1 (must be at least 0)"),
+    ({"step": 0}, "step is 0 (must be in 1..1000000000000)"),
+    ({"step": MAX_ROW_STEP + 1}, "step is 1000000000001 (must be in 1..1000000000000)"),
+    ({"delta": 0, "remainder": 0}, "delta is 0 (must be at least 1)"),
+    ({"remainder": -1}, "remainder is -1 (must be in 0..1, below delta)"),
+    ({"remainder": 2}, "remainder is 2 (must be in 0..1, below delta)"),
+    ({"step": 1}, "step is 1, below delta 2 (segments would hold no ID)"),
+])
+def test_a_damaged_row_is_refused_naming_its_database_and_field(fields, told):
+    row = _row(**{"delta": 2, "remainder": 1, **fields})
+    with pytest.raises(BizTypeMisconfigured) as info:
+        check_row("db1", row)
+    assert str(info.value) == (f"biz type 'pay' has a damaged row in db1: {told}; nothing is "
+                               "handed out for it until the rows are repaired (README: what the "
+                               "server checks)")
+
+
+@pytest.mark.parametrize("fields", [
+    {"max_id": 0}, {"step": MAX_ROW_STEP}, {"delta": 1, "remainder": 0, "step": 1},
+    {"remainder": 0}, {"step": 2},
+])
+def test_a_row_at_each_bound_is_sound(fields):
+    check_row("db1", _row(**{"delta": 2, "remainder": 1, **fields}))
+
+
+def test_a_row_frozen_by_a_move_is_a_pause_naming_its_database():
+    with pytest.raises(BizTypeMoving) as info:
+        check_row("db1", _row(2, 1, PENDING + "0123"))
+    assert str(info.value) == (
+        "biz type 'pay' is being moved to another set of databases (idgen add-db): db1 cuts no "
+        "segment of it until the move is finished, in moments; retry shortly, and if the command "
+        "stopped halfway, run it again")
+
+
+def test_database_k_of_n_gets_delta_n_and_remainder_k():
+    assert [residue_class(k, 3) for k in range(3)] == [(3, 0), (3, 1), (3, 2)]
+    assert residue_class(0, 1) == (1, 0)
+
+
+@pytest.mark.parametrize("index", [-1, 3])
+def test_a_database_index_outside_the_count_is_refused(index):
+    with pytest.raises(InvalidRequest, match=rf"^database index {index} is not in 0\.\.2$"):
+        residue_class(index, 3)
+
+
+def test_each_registration_is_32_fresh_hex_digits():
+    first, second = new_registration(), new_registration()
+    assert len(first) == 32 and int(first, 16) >= 0 and first != second
