@@ -720,3 +720,11 @@ def test_the_watch_reads_no_table_of_a_benched_database(files):
         allocator.start()
         wait_until(lambda: read.count(0) >= 5, 10, "5 reads of the database in turn")
     assert set(read) == {0} and allocator.healthy() == [True, False]
+
+
+def test_a_new_allocator_has_a_tally_of_what_it_served_empty():
+    # The service adds to it after each allocation; the metrics read it.
+    with Allocator([dead()], probe_interval=60, watch_interval=60) as allocator:
+        assert allocator.served.snapshot() == {}
+        allocator.served.add("order", 10)
+        assert allocator.served.snapshot() == {"order": 10}
