@@ -728,3 +728,20 @@ def test_a_new_allocator_has_a_tally_of_what_it_served_empty():
         assert allocator.served.snapshot() == {}
         allocator.served.add("order", 10)
         assert allocator.served.snapshot() == {"order": 10}
+
+
+def test_a_watch_turn_that_fails_is_logged_and_the_watch_goes_on(files, caplog):
+    allocator = Allocator(files(1), probe_interval=0.005, watch_interval=0.005)
+    turns: list[int] = []
+
+    def broken(index: int) -> None:
+        turns.append(index)
+        raise RuntimeError("a bug in the watch")
+
+    allocator._rows.watch = broken  # type: ignore[method-assign]
+    with allocator:
+        allocator.start()
+        wait_until(lambda: len(turns) >= 3, 10, "3 turns of the watch")
+    failures = [r for r in caplog.records if r.name == "idgen_server.allocator"
+                and r.getMessage() == "watching the databases failed; trying again"]
+    assert failures and failures[0].exc_info[0] is RuntimeError
