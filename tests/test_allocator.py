@@ -745,3 +745,17 @@ def test_a_watch_turn_that_fails_is_logged_and_the_watch_goes_on(files, caplog):
     failures = [r for r in caplog.records if r.name == "idgen_server.allocator"
                 and r.getMessage() == "watching the databases failed; trying again"]
     assert failures and failures[0].exc_info[0] is RuntimeError
+
+
+def test_rows_registered_apart_are_refused_in_process_naming_the_biz_type_and_each_database(files):
+    stores = files(2)
+    for index, registration in enumerate(("a" * 32, "b" * 32)):
+        register_as(stores[index], "pay", step=10, index=index, count=2, registration=registration)
+    with Allocator(stores, probe_interval=60, watch_interval=60) as allocator:
+        for _ in range(2):  # whichever database is tried first
+            with pytest.raises(BizTypeMisconfigured) as info:
+                allocator.allocate("pay")
+            assert str(info.value).startswith(
+                "biz type 'pay' is refused: its rows do not form one set of distinct residue "
+                f"classes (they were registered apart: registration aaaaaaaa in {stores[0].name}, "
+                f"registration bbbbbbbb in {stores[1].name})")
