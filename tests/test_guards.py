@@ -770,3 +770,66 @@ def test_a_database_index_outside_the_count_is_refused(index):
 def test_each_registration_is_32_fresh_hex_digits():
     first, second = new_registration(), new_registration()
     assert len(first) == 32 and int(first, 16) >= 0 and first != second
+
+
+# -- RowSet.remember: what is kept, and a step changed while serving --------------------------------
+
+def _steps_logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records
+            if r.name == rowset_module.__name__ and "the step of" in r.getMessage()]
+
+
+def test_a_step_changed_while_serving_is_logged_once_naming_the_database_and_both_steps(
+        store, caplog):
+    caplog.set_level(logging.INFO, logger=rowset_module.__name__)
+    with Allocator([store], probe_interval=60, watch_interval=60) as allocator:
+        rows = allocator._rows
+        rows.remember("pay", {0: _row(1, 0, step=100, version=3)})
+        rows.remember("pay", {0: _row(1, 0, step=100, version=4)})  # an allocation: same step
+        rows.remember("pay", {0: _row(1, 0, step=250, version=5)})  # idgen set-step
+        rows.remember("pay", {0: _row(1, 0, step=250, version=6)})
+    [record] = _steps_logged(caplog)
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == f"database {store.name}: the step of 'pay' changed from 100 to 250"
+    assert (record.db, record.biz_type, record.step, record.previous) == (store.name, "pay", 250, 100)
+
+
+def test_a_step_changed_by_hand_at_the_same_version_is_logged_and_an_older_read_is_not(
+        store, caplog):
+    caplog.set_level(logging.INFO, logger=rowset_module.__name__)
+    with Allocator([store], probe_interval=60, watch_interval=60) as allocator:
+        rows = allocator._rows
+        rows.remember("pay", {0: _row(1, 0, step=100, version=3)})
+        rows.remember("pay", {0: _row(1, 0, step=300, version=3)})  # by hand: version as it was
+        rows.remember("pay", {0: _row(1, 0, step=100, version=2)})  # a slower, older read
+    assert [r.getMessage() for r in _steps_logged(caplog)] == [
+        f"database {store.name}: the step of 'pay' changed from 100 to 300"]
+
+
+def test_names_no_database_holds_are_not_kept_however_many_are_asked_for(store):
+    with Allocator([store], probe_interval=60, watch_interval=60) as allocator:
+        for n in range(100):
+            allocator._rows.remember(f"nosuch-{n}", {0: None})
+        assert allocator._rows._rows == {}  # bounded by the tables, never by what clients send
+
+
+def test_a_row_deleted_is_forgotten_and_one_that_comes_back_counts_as_appeared(store, caplog):
+    with Allocator([store], probe_interval=60, watch_interval=60) as allocator:
+        rows = allocator._rows
+        rows.remember("pay", {0: _row(1, 0)})
+        rows.remember("pay", {0: None})  # deleted
+        assert allocator.last_read(0) == {}
+        rows.remember("pay", {0: _row(1, 0)})  # registered again
+        rows._class_floor("pay", 0, _row(1, 0))
+    assert any(f"database {store.name}: the row of 'pay' appeared while this server ran"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_the_class_a_row_was_first_read_in_is_what_a_change_is_told_against(store, caplog):
+    with Allocator([store], probe_interval=60, watch_interval=60) as allocator:
+        rows = allocator._rows
+        rows.remember("pay", {0: _row(2, 0)})  # read by the watch, nothing cut from it yet
+        rows.remember("pay", {0: _row(2, 1)})
+        rows._class_floor("pay", 0, _row(2, 1))
+    assert any(f"database {store.name}: the row of 'pay' changed its residue class from 0 mod 2 "
+               "to 1 mod 2 while this server ran" in r.getMessage() for r in caplog.records)
