@@ -774,21 +774,21 @@ def test_each_registration_is_32_fresh_hex_digits():
 
 # -- RowSet.remember: what is kept, and a step changed while serving --------------------------------
 
-def _steps_logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+def _steps_logged(store: SegmentStore, caplog: pytest.LogCaptureFixture,
+                  *reads: tuple[int, int]) -> list[logging.LogRecord]:
+    """The step changes logged when ``store``'s row of 'pay' is read as each (step, version)."""
+    caplog.set_level(logging.INFO, logger=rowset_module.__name__)
+    with Allocator([store], probe_interval=60, watch_interval=60) as allocator:
+        for step, version in reads:
+            allocator._rows.remember("pay", {0: _row(1, 0, step=step, version=version)})
     return [r for r in caplog.records
             if r.name == rowset_module.__name__ and "the step of" in r.getMessage()]
 
 
 def test_a_step_changed_while_serving_is_logged_once_naming_the_database_and_both_steps(
         store, caplog):
-    caplog.set_level(logging.INFO, logger=rowset_module.__name__)
-    with Allocator([store], probe_interval=60, watch_interval=60) as allocator:
-        rows = allocator._rows
-        rows.remember("pay", {0: _row(1, 0, step=100, version=3)})
-        rows.remember("pay", {0: _row(1, 0, step=100, version=4)})  # an allocation: same step
-        rows.remember("pay", {0: _row(1, 0, step=250, version=5)})  # idgen set-step
-        rows.remember("pay", {0: _row(1, 0, step=250, version=6)})
-    [record] = _steps_logged(caplog)
+    # Read, allocated from (same step), idgen set-step, allocated from again.
+    [record] = _steps_logged(store, caplog, (100, 3), (100, 4), (250, 5), (250, 6))
     assert record.levelno == logging.INFO
     assert record.getMessage() == f"database {store.name}: the step of 'pay' changed from 100 to 250"
     assert (record.db, record.biz_type, record.step, record.previous) == (store.name, "pay", 250, 100)
@@ -796,13 +796,9 @@ def test_a_step_changed_while_serving_is_logged_once_naming_the_database_and_bot
 
 def test_a_step_changed_by_hand_at_the_same_version_is_logged_and_an_older_read_is_not(
         store, caplog):
-    caplog.set_level(logging.INFO, logger=rowset_module.__name__)
-    with Allocator([store], probe_interval=60, watch_interval=60) as allocator:
-        rows = allocator._rows
-        rows.remember("pay", {0: _row(1, 0, step=100, version=3)})
-        rows.remember("pay", {0: _row(1, 0, step=300, version=3)})  # by hand: version as it was
-        rows.remember("pay", {0: _row(1, 0, step=100, version=2)})  # a slower, older read
-    assert [r.getMessage() for r in _steps_logged(caplog)] == [
+    # Read; edited by hand (the version as it was); then a slower read of an older version.
+    records = _steps_logged(store, caplog, (100, 3), (300, 3), (100, 2))
+    assert [r.getMessage() for r in records] == [
         f"database {store.name}: the step of 'pay' changed from 100 to 300"]
 
 
