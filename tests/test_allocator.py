@@ -759,3 +759,87 @@ def test_rows_registered_apart_are_refused_in_process_naming_the_biz_type_and_ea
                 "biz type 'pay' is refused: its rows do not form one set of distinct residue "
                 f"classes (they were registered apart: registration aaaaaaaa in {stores[0].name}, "
                 f"registration bbbbbbbb in {stores[1].name})")
+
+
+# -- SegmentStore.allocate: the row written, lost races, the range running out --------------------
+
+def _updated_at(store: SegmentStore, biz_type: str) -> str:
+    with store.engine.connect() as conn:
+        return str(conn.exec_driver_sql(
+            f"SELECT updated_at FROM idgen_segment WHERE biz_type = '{biz_type}'").scalar())
+
+
+def test_each_allocation_moves_the_version_on_by_one_and_stamps_updated_at(files):
+    [store] = files(1)
+    store.register("order", step=10)
+    edit_row(store, "order", "updated_at = '2000-01-01 00:00:00'")
+    before = store.read("order")
+    store.allocate("order")
+    after = store.read("order")
+    assert (after.version, after.max_id) == (before.version + 1, before.max_id + 10)
+    assert not _updated_at(store, "order").startswith("2000-01-01")
+
+
+def test_a_field_that_is_not_a_whole_number_is_refused_naming_the_database(files):
+    [store] = files(1)
+    store.register("order", step=10)
+    edit_row(store, "order", "step = 'x'")  # SQLite keeps whatever a hand edit puts in
+    with pytest.raises(BizTypeMisconfigured) as info:
+        store.allocate("order")
+    assert str(info.value).startswith(
+        f"biz type 'order' has a damaged row in {store.name}: step is 'x', not a whole number")
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_an_allocation_that_loses_every_race_gives_up_after_max_attempts(tmp_path, max_attempts):
+    [store] = open_stores([f"sqlite:///{tmp_path}/a.db"], max_attempts=max_attempts)
+    store.register("order", step=10)
+    tries: list[int] = []
+    # Every compare-and-set finds the version moved on: another allocator won each race.
+    store._compare_and_set = lambda conn, row, new_max: tries.append(row.version) or False  # type: ignore[method-assign]
+    with pytest.raises(StorageUnavailable) as info:
+        store.allocate("order")
+    store.close()
+    assert len(tries) == max_attempts == store.conflicts
+    assert str(info.value) == (
+        f"gave up allocating for 'order' in {store.name} after {max_attempts} conflicting "
+        "attempts: too many allocators race on one row; raise its step")
+
+
+def _warnings_crossing(store: SegmentStore, caplog: pytest.LogCaptureFixture, biz_type: str,
+                       *max_ids: int) -> list[logging.LogRecord]:
+    """The running-out warnings logged by allocations that bring ``biz_type`` to each
+    max_id in turn (each at least a step above the one before)."""
+    store.register(biz_type, step=10)
+    for max_id in max_ids:
+        edit_row(store, biz_type, f"max_id = {max_id - 10}")
+        assert store.allocate(biz_type).end == max_id
+    return [r for r in caplog.records if r.name == "idgen_server.store"
+            and f"biz type {biz_type!r} has used" in r.getMessage()]
+
+
+def _running_out(share: int, store: SegmentStore, max_id: int) -> str:
+    return (f"biz type 'order' has used {share}% of the int64 range in {store.name} "
+            f"(max_id {max_id}): move it to a new biz type before it runs out")
+
+
+def test_passing_half_of_the_int64_range_is_warned_once_at_the_allocation_that_passes_it(
+        files, caplog):
+    [store] = files(1)
+    half = int(INT64_MAX * 0.5)
+    assert _warnings_crossing(store, caplog, "short", half - 1) == []  # one ID short of it
+    [record] = _warnings_crossing(store, caplog, "order", half, half + 1_000, half + 2_000)
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == _running_out(50, store, half)
+    assert (record.biz_type, record.db, record.threshold, record.max_id, record.range_used) == (
+        "order", store.name, 0.5, half, 0.5)
+
+
+def test_90_and_99_percent_are_each_warned_once_and_a_jump_past_two_warns_only_the_highest(
+        files, caplog):
+    [store] = files(1)
+    ninety, past_99 = int(INT64_MAX * 0.9123456), int(INT64_MAX * 0.995)
+    records = _warnings_crossing(store, caplog, "order", ninety, ninety + 10, past_99, past_99 + 10)
+    assert [r.getMessage() for r in records] == [
+        _running_out(90, store, ninety), _running_out(99, store, past_99)]
+    assert [r.range_used for r in records] == [0.912346, 0.995]
