@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -20,6 +21,7 @@ from idgen_client import (
 from idgen_core.errors import ServiceUnavailable, StorageUnavailable
 from idgen_core.segment import MAX_STEP_MULTIPLIER
 from idgen_server import allocator as allocator_module
+from idgen_server import store as store_module
 from idgen_server.allocator import Allocator
 from idgen_server.registry import register
 from idgen_server.rows import PENDING, BizRow, residue_class
@@ -804,6 +806,29 @@ def test_an_allocation_that_loses_every_race_gives_up_after_max_attempts(tmp_pat
     assert str(info.value) == (
         f"gave up allocating for 'order' in {store.name} after {max_attempts} conflicting "
         "attempts: too many allocators race on one row; raise its step")
+
+
+def test_an_allocation_that_loses_races_past_its_patience_gives_up_saying_why(
+        tmp_path, monkeypatch):
+    # Patience: at least 5 s, or 3 timeouts of the database, here 1 s each.
+    [store] = open_stores([f"sqlite:///{tmp_path}/a.db"], timeout=1)
+    store.register("order", step=10)
+    tries: list[int] = []
+    store._compare_and_set = lambda conn, row, new_max: tries.append(row.version) or False  # type: ignore[method-assign]
+    readings = iter([0.0])  # the start; every later reading is past the patience
+
+    def monotonic() -> float:
+        return next(readings, 100.0)
+
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(
+        monotonic=monotonic, perf_counter=time.perf_counter, sleep=lambda seconds: None))
+    with pytest.raises(StorageUnavailable) as info:
+        store.allocate("order")
+    assert len(tries) == 1  # the first attempt is always made
+    assert str(info.value) == (
+        f"gave up allocating for 'order' in {store.name} after 5 s of lost races and lock "
+        "waits: is a transaction holding its row?")
+    store.close()
 
 
 def _warnings_crossing(store: SegmentStore, caplog: pytest.LogCaptureFixture, biz_type: str,
