@@ -24,7 +24,7 @@ from idgen_server import allocator as allocator_module
 from idgen_server import store as store_module
 from idgen_server.allocator import Allocator
 from idgen_server.registry import register
-from idgen_server.rows import PENDING, BizRow, residue_class
+from idgen_server.rows import MAX_ROW_STEP, PENDING, BizRow, residue_class
 from idgen_server.store import SegmentStore
 from tests.support.fakes import spy
 from tests.support.proxy import behind_proxy
@@ -868,3 +868,48 @@ def test_90_and_99_percent_are_each_warned_once_and_a_jump_past_two_warns_only_t
     assert [r.getMessage() for r in records] == [
         _running_out(90, store, ninety), _running_out(99, store, past_99)]
     assert [r.range_used for r in records] == [0.912346, 0.995]
+
+
+# -- SegmentStore.register: what it refuses, and what a second registration is told ----------------
+
+@pytest.mark.parametrize("settings, told", [
+    ({"step": 0}, "step must be in 1..1000000000000, got 0"),
+    ({"step": MAX_ROW_STEP + 1}, "step must be in 1..1000000000000, got 1000000000001"),
+    ({"step": 1, "delta": 2}, "step 1 is smaller than delta 2: segments would be empty"),
+    ({"step": 10, "delta": 2, "remainder": -1}, "remainder must be in [0, 2), got -1"),
+    ({"step": 10, "delta": 2, "remainder": 2}, "remainder must be in [0, 2), got 2"),
+])
+def test_registering_settings_out_of_bounds_is_refused_saying_which(files, settings, told):
+    [store] = files(1)
+    with pytest.raises(InvalidRequest) as info:
+        store.register("order", **settings)
+    assert str(info.value) == told
+    assert store.read("order") is None  # nothing written
+
+
+@pytest.mark.parametrize("settings", [
+    {"step": 1}, {"step": MAX_ROW_STEP}, {"step": 2, "delta": 2, "remainder": 1},
+    {"step": 2, "delta": 2, "remainder": 0},
+])
+def test_registering_settings_at_each_bound_is_accepted(files, settings):
+    [store] = files(1)
+    assert store.register("order", **settings) is True
+    row = store.read("order")
+    assert (row.step, row.delta, row.remainder, row.max_id, row.version) == (
+        settings["step"], settings.get("delta", 1), settings.get("remainder", 0), 0, 0)
+
+
+def test_a_second_registration_otherwise_is_told_every_setting_that_differs(files):
+    [store] = files(1)
+    store.register("order", step=10, delta=2, remainder=0, registration="a" * 32)
+    with pytest.raises(BizTypeConflict) as info:
+        store.register("order", step=20, delta=2, remainder=1, registration="b" * 32)
+    assert str(info.value) == (
+        f"biz type 'order' is already registered in {store.name} with other settings: step is "
+        f"10, not 20; remainder is 0, not 1; registration is '{'a' * 32}', not '{'b' * 32}'. Use "
+        "another name, or the same --step and the same list of databases in the same order")
+    # Without a registration to compare, any is accepted; each new row gets a fresh one.
+    assert store.register("order", step=10, delta=2, remainder=0) is False
+    store.register("other", step=10)
+    assert len(store.read("other").registration) == 32
+    assert store.read("other").registration != store.read("order").registration
