@@ -913,3 +913,29 @@ def test_a_second_registration_otherwise_is_told_every_setting_that_differs(file
     store.register("other", step=10)
     assert len(store.read("other").registration) == 32
     assert store.read("other").registration != store.read("order").registration
+
+
+# -- store._row: a row as read, every field a whole number -----------------------------------------
+
+def _record(**fields: object) -> SimpleNamespace:
+    values: dict[str, object] = {"biz_type": "order", "max_id": 5, "step": 10, "delta": 2,
+                                 "remainder": 1, "version": 3, "registration": "r" * 32}
+    return SimpleNamespace(**{**values, **fields})
+
+
+def test_a_record_of_whole_numbers_is_read_as_a_row():
+    assert store_module._row(_record(), "db1") == BizRow(
+        "order", max_id=5, step=10, delta=2, remainder=1, version=3, registration="r" * 32)
+    assert store_module._row(_record(registration=None), "db1").registration == ""  # older rows
+
+
+@pytest.mark.parametrize("field, value, shown", [
+    *((field, 1.5, "1.5") for field in ("max_id", "step", "delta", "remainder", "version")),
+    ("step", True, "True"), ("step", "7", "'7'"), ("step", None, "None"),
+    ("step", "x" * 100, repr("x" * 100)[:40]),  # a long value is cut short
+])
+def test_a_field_that_is_not_a_whole_number_is_named_with_its_value(field, value, shown):
+    with pytest.raises(BizTypeMisconfigured) as info:
+        store_module._row(_record(**{field: value}), "db1")
+    assert str(info.value).startswith(
+        f"biz type 'order' has a damaged row in db1: {field} is {shown}, not a whole number; ")
