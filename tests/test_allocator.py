@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from types import SimpleNamespace
@@ -792,9 +793,14 @@ def test_a_field_that_is_not_a_whole_number_is_refused_naming_the_database(files
         f"biz type 'order' has a damaged row in {store.name}: step is 'x', not a whole number")
 
 
-@pytest.mark.parametrize("max_attempts", [1, 3])
-def test_an_allocation_that_loses_every_race_gives_up_after_max_attempts(tmp_path, max_attempts):
-    [store] = open_stores([f"sqlite:///{tmp_path}/a.db"], max_attempts=max_attempts)
+@pytest.mark.parametrize("max_attempts", [1, 3, None])
+def test_an_allocation_that_loses_every_race_gives_up_after_max_attempts(
+        tmp_path, monkeypatch, max_attempts):
+    options = {} if max_attempts is None else {"max_attempts": max_attempts}
+    max_attempts = max_attempts or 100  # the default
+    [store] = open_stores([f"sqlite:///{tmp_path}/a.db"], **options)
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(  # no waits between the races
+        monotonic=time.monotonic, perf_counter=time.perf_counter, sleep=lambda seconds: None))
     store.register("order", step=10)
     tries: list[int] = []
     # Every compare-and-set finds the version moved on: another allocator won each race.
@@ -939,3 +945,26 @@ def test_a_field_that_is_not_a_whole_number_is_named_with_its_value(field, value
         store_module._row(_record(**{field: value}), "db1")
     assert str(info.value).startswith(
         f"biz type 'order' has a damaged row in db1: {field} is {shown}, not a whole number; ")
+
+
+# -- SegmentStore: what a new one holds -----------------------------------------------------------
+
+def test_a_new_store_has_its_label_tables_and_counts_and_names_failures_by_its_database(tmp_path):
+    store = SegmentStore(f"sqlite:///{tmp_path}/a.db", label="main")
+    store.create_schema()
+    assert (store.label, store.allocations, store.conflicts) == ("main", 0, 0)
+    assert store.tokens.name == store.name and store.tokens.read() == []  # no token: open
+    failure = store.unavailable(OSError("connection reset"))
+    assert isinstance(failure, StorageUnavailable) and store.name in str(failure)
+    store.register("order", step=10)
+    store.allocate("order")
+    assert store.allocations == 1
+    store.close()
+
+
+def test_a_damaged_row_read_is_refused_naming_the_database(files):
+    [store] = files(1)
+    store.register("order", step=10)
+    edit_row(store, "order", "step = 'x'")
+    with pytest.raises(BizTypeMisconfigured, match=rf"damaged row in {re.escape(store.name)}: step"):
+        store.read("order")
