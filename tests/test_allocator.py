@@ -958,7 +958,8 @@ def test_a_new_store_has_its_label_tables_and_counts_and_names_failures_by_its_d
     assert isinstance(failure, StorageUnavailable) and store.name in str(failure)
     store.register("order", step=10)
     store.allocate("order")
-    assert store.allocations == 1
+    store.allocate("order")
+    assert store.allocations == 2
     store.close()
 
 
@@ -968,3 +969,82 @@ def test_a_damaged_row_read_is_refused_naming_the_database(files):
     edit_row(store, "order", "step = 'x'")
     with pytest.raises(BizTypeMisconfigured, match=rf"damaged row in {re.escape(store.name)}: step"):
         store.read("order")
+
+
+def test_the_last_id_of_the_int64_range_allocated_the_next_allocation_is_exhausted(files):
+    [store] = files(1)
+    store.register("order", step=10)
+    edit_row(store, "order", f"max_id = {INT64_MAX - 10}")
+    assert store.allocate("order").end == INT64_MAX
+    with pytest.raises(IdSpaceExhausted) as info:
+        store.allocate("order")
+    assert str(info.value) == f"biz type 'order' has used up the int64 range in {store.name}"
+
+
+def test_allocations_another_server_made_unseen_widen_the_mark_by_each_of_them(tmp_path):
+    url = f"sqlite:///{tmp_path}/a.db"
+    here, other = open_stores([url]), open_stores([url])
+    [here], [other] = here, other
+    here.register("order", step=10)
+    here.allocate("order")  # (0, 10], version 1: seen here
+    other.allocate("order")
+    other.allocate("order")  # version 3, max_id 30: not seen here
+    edit_row(url, "order", "max_id = 0")  # by hand: the version stays at 3
+    row = other.read("order")
+    assert here.mark(row) == 10 + 2 * 10 * MAX_STEP_MULTIPLIER  # two allocations unseen
+    here.close()
+    other.close()
+
+
+def test_an_allocations_seconds_are_timed_from_its_start(files):
+    [store] = files(1)
+    store.register("order", step=10)
+    started = time.perf_counter()
+    store.allocate("order")
+    took = time.perf_counter() - started
+    timings = store.allocation_seconds.snapshot()
+    assert sum(timings.counts) == 1 and 0 < timings.total <= took
+
+
+def _losing_nodes(store: SegmentStore, monkeypatch: pytest.MonkeyPatch, nodes: int,
+                  lost: int) -> list[int]:
+    """Make ``store`` a database of ``nodes`` nodes whose first ``lost`` reads lose their
+    node (then every read answers); returns the list the reads are counted in."""
+    reads: list[int] = []
+    read = store._read_for_update
+
+    def read_for_update(conn, biz_type):  # type: ignore[no-untyped-def]
+        reads.append(len(reads))
+        assert len(reads) <= 20, "still trying nodes"
+        if len(reads) <= lost:
+            raise store_module._NodeLost(StorageUnavailable(f"node {len(reads)} lost"))
+        return read(conn, biz_type)
+
+    monkeypatch.setattr(store._db, "nodes", [f"node{k}" for k in range(nodes)])
+    store._read_for_update = read_for_update  # type: ignore[method-assign]
+    return reads
+
+
+def test_an_allocation_tries_each_node_once_and_gives_the_last_ones_error(tmp_path, monkeypatch):
+    # Losing a node is not a conflict: max_attempts does not count it.
+    [store] = open_stores([f"sqlite:///{tmp_path}/a.db"], max_attempts=2)
+    store.register("order", step=10)
+    reads = _losing_nodes(store, monkeypatch, nodes=3, lost=3)
+    with pytest.raises(StorageUnavailable, match="^node 3 lost$"):
+        store.allocate("order")
+    assert len(reads) == 3
+    store.close()
+
+
+def test_a_node_lost_costs_the_allocation_none_of_its_attempts_at_the_race(tmp_path, monkeypatch):
+    [store] = open_stores([f"sqlite:///{tmp_path}/a.db"], max_attempts=3)
+    store.register("order", step=10)
+    reads = _losing_nodes(store, monkeypatch, nodes=2, lost=1)
+    races: list[int] = []
+    store._compare_and_set = lambda conn, row, new_max: races.append(row.version) or False  # type: ignore[method-assign]
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(
+        monotonic=time.monotonic, perf_counter=time.perf_counter, sleep=lambda seconds: None))
+    with pytest.raises(StorageUnavailable, match="after 3 conflicting attempts"):
+        store.allocate("order")
+    assert (len(reads), len(races)) == (4, 3)  # the node lost, then 3 races lost
+    store.close()
