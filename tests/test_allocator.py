@@ -8,6 +8,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import sqlalchemy.exc
 
 from idgen_client import (
     INT64_MAX,
@@ -1048,3 +1049,40 @@ def test_a_node_lost_costs_the_allocation_none_of_its_attempts_at_the_race(tmp_p
         store.allocate("order")
     assert (len(reads), len(races)) == (4, 3)  # the node lost, then 3 races lost
     store.close()
+
+
+def _failing_inserts(store: SegmentStore, monkeypatch: pytest.MonkeyPatch,
+                     error: Exception) -> list[str]:
+    """Every insert of a registration fails with ``error``, and no row is ever read back;
+    returns the list the inserts are counted in."""
+    inserts: list[str] = []
+
+    def begin() -> None:
+        inserts.append("insert")
+        raise error
+
+    monkeypatch.setattr(store, "read", lambda biz_type: None)
+    monkeypatch.setattr(store, "engine", SimpleNamespace(begin=begin))
+    return inserts
+
+
+@pytest.mark.parametrize("error", [
+    sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed")),
+    sqlalchemy.exc.OperationalError("INSERT", {}, Exception(1213, "Deadlock found")),
+], ids=["registered concurrently", "lost a race"])
+def test_a_registration_that_loses_to_another_twice_asks_to_retry(files, monkeypatch, error):
+    [store] = files(1)
+    inserts = _failing_inserts(store, monkeypatch, error)
+    with pytest.raises(StorageUnavailable) as info:
+        store.register("order", step=10)
+    assert len(inserts) == 2  # the row read again after each: still not there
+    assert str(info.value) == f"could not register 'order' in {store.name}: retry"
+
+
+def test_a_registration_the_database_fails_is_storage_unavailable_at_once(files, monkeypatch):
+    [store] = files(1)
+    inserts = _failing_inserts(store, monkeypatch, sqlalchemy.exc.OperationalError(
+        "INSERT", {}, Exception(2013, "Lost connection to server during query")))
+    with pytest.raises(StorageUnavailable, match=r"is unreachable or failing \(OperationalError\)"):
+        store.register("order", step=10)
+    assert len(inserts) == 1
