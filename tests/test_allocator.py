@@ -5,6 +5,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -794,18 +795,27 @@ def test_a_field_that_is_not_a_whole_number_is_refused_naming_the_database(files
         f"biz type 'order' has a damaged row in {store.name}: step is 'x', not a whole number")
 
 
+def _losing_every_race(store: SegmentStore, monkeypatch: pytest.MonkeyPatch, *,
+                       monotonic: Callable[[], float] = time.monotonic) -> list[int]:
+    """Make every compare-and-set of ``store`` find the version moved on (another allocator
+    won each race), with no wait between the races and ``monotonic`` as the store's clock;
+    returns the list the races are counted in."""
+    races: list[int] = []
+    monkeypatch.setattr(store, "_compare_and_set",
+                        lambda conn, row, new_max: races.append(row.version) or False)
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(
+        monotonic=monotonic, perf_counter=time.perf_counter, sleep=lambda seconds: None))
+    return races
+
+
 @pytest.mark.parametrize("max_attempts", [1, 3, None])
 def test_an_allocation_that_loses_every_race_gives_up_after_max_attempts(
         tmp_path, monkeypatch, max_attempts):
     options = {} if max_attempts is None else {"max_attempts": max_attempts}
     max_attempts = max_attempts or 100  # the default
     [store] = open_stores([f"sqlite:///{tmp_path}/a.db"], **options)
-    monkeypatch.setattr(store_module, "time", SimpleNamespace(  # no waits between the races
-        monotonic=time.monotonic, perf_counter=time.perf_counter, sleep=lambda seconds: None))
     store.register("order", step=10)
-    tries: list[int] = []
-    # Every compare-and-set finds the version moved on: another allocator won each race.
-    store._compare_and_set = lambda conn, row, new_max: tries.append(row.version) or False  # type: ignore[method-assign]
+    tries = _losing_every_race(store, monkeypatch)
     with pytest.raises(StorageUnavailable) as info:
         store.allocate("order")
     store.close()
@@ -820,15 +830,8 @@ def test_an_allocation_that_loses_races_past_its_patience_gives_up_saying_why(
     # Patience: at least 5 s, or 3 timeouts of the database, here 1 s each.
     [store] = open_stores([f"sqlite:///{tmp_path}/a.db"], timeout=1)
     store.register("order", step=10)
-    tries: list[int] = []
-    store._compare_and_set = lambda conn, row, new_max: tries.append(row.version) or False  # type: ignore[method-assign]
     readings = iter([0.0])  # the start; every later reading is past the patience
-
-    def monotonic() -> float:
-        return next(readings, 100.0)
-
-    monkeypatch.setattr(store_module, "time", SimpleNamespace(
-        monotonic=monotonic, perf_counter=time.perf_counter, sleep=lambda seconds: None))
+    tries = _losing_every_race(store, monkeypatch, monotonic=lambda: next(readings, 100.0))
     with pytest.raises(StorageUnavailable) as info:
         store.allocate("order")
     assert len(tries) == 1  # the first attempt is always made
@@ -1041,10 +1044,7 @@ def test_a_node_lost_costs_the_allocation_none_of_its_attempts_at_the_race(tmp_p
     [store] = open_stores([f"sqlite:///{tmp_path}/a.db"], max_attempts=3)
     store.register("order", step=10)
     reads = _losing_nodes(store, monkeypatch, nodes=2, lost=1)
-    races: list[int] = []
-    store._compare_and_set = lambda conn, row, new_max: races.append(row.version) or False  # type: ignore[method-assign]
-    monkeypatch.setattr(store_module, "time", SimpleNamespace(
-        monotonic=time.monotonic, perf_counter=time.perf_counter, sleep=lambda seconds: None))
+    races = _losing_every_race(store, monkeypatch)
     with pytest.raises(StorageUnavailable, match="after 3 conflicting attempts"):
         store.allocate("order")
     assert (len(reads), len(races)) == (4, 3)  # the node lost, then 3 races lost
